@@ -1,2 +1,204 @@
-def main() -> None:
-    pass
+"""The ``transferkit`` command line (typer).
+
+Every command that fails because of its input prints a one-paragraph message and exits
+with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from transferkit.errors import TransferkitError
+
+app = typer.Typer(
+    name="transferkit",
+    help="Transfer learning that tells you honestly whether it helped.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+_STATE = {"debug": False}
+
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="run directory")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="override a config key: key.path=value")
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace an existing run dir")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,
+) -> None:
+    _STATE["debug"] = debug
+
+
+def _say(msg: str) -> None:
+    console.print(f"[dim]{msg}[/dim]")
+
+
+VERDICT_STYLE = {"positive": "bold green", "negative": "bold red", "inconclusive": "bold yellow"}
+
+
+def print_verdict(metrics: dict[str, Any], run_dir: Path) -> None:
+    """The verdict line printed at the end of every run."""
+    tg = metrics.get("transfer_gain")
+    pm = metrics.get("primary_metric", "metric")
+    score = metrics.get("target", {}).get(pm)
+    head = f"{metrics.get('method')} on {metrics.get('dataset', {}).get('name')}: {pm} "
+    head += f"{score:.4f}" if isinstance(score, float) else "n/a"
+    if tg is None:
+        console.print(head + " (no baseline: verdict disabled)")
+    else:
+        lo, hi = tg["ci95"]
+        style = VERDICT_STYLE.get(tg["verdict"], "bold")
+        console.print(
+            f"{head} | vs {tg['baseline']}: delta {tg['delta']:+.4f} "
+            f"[{lo:+.4f}, {hi:+.4f}] -> [{style}]{tg['verdict'].upper()}[/{style}]"
+        )
+    report = run_dir / "report.html"
+    console.print(f"run directory: {run_dir}" + (f" | report: {report}" if report.exists() else ""))
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="experiment YAML")],
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run an experiment from a YAML config and write its run directory."""
+    from transferkit.experiment import run as run_experiment
+
+    res = run_experiment(config, out=out, overrides=set_ or [], overwrite=overwrite,
+                         quiet=quiet, log=_say)
+    print_verdict(res.metrics, res.run_dir)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/demo"),
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the embedded default experiment: MiniLM on tweets, linear probe vs fine-tuning."""
+    from transferkit.experiment.demo import run_demo
+
+    results, comparison = run_demo(out, overrides=set_ or [], overwrite=overwrite,
+                                   quiet=quiet, log=_say)
+    console.rule("verdicts")
+    for r in results:
+        print_verdict(r.metrics, r.run_dir)
+    if comparison is not None:
+        console.print(f"comparison report: {comparison}")
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="run directory to continue")],
+    quiet: QuietOpt = False,
+) -> None:
+    """Continue an interrupted run; finished trainings are reused, the rest resume exactly."""
+    from transferkit.experiment import resume as resume_run
+
+    res = resume_run(run_dir, quiet=quiet, log=_say)
+    print_verdict(res.metrics, res.run_dir)
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one run dir, or several to compare")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="comparison HTML")] = None,
+) -> None:
+    """(Re)write a run's report.html, or compare several runs side by side."""
+    from transferkit.report import compare_runs, write_report
+
+    for d in run_dirs:
+        if not (d / "metrics.json").is_file():
+            raise TransferkitError(f"{str(d)!r} has no metrics.json", where=str(d),
+                                   fix="pass a finished run directory")
+    if len(run_dirs) == 1 and out is None:
+        console.print(f"report: {write_report(run_dirs[0])}")
+    else:
+        console.print(f"comparison: {compare_runs(run_dirs, out or Path('comparison.html'))}")
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=title, show_lines=False)
+    if not rows:
+        console.print(f"{title}: none")
+        return
+    for col in rows[0]:
+        table.add_column(str(col))
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
+@app.command()
+def methods() -> None:
+    """List every registered method with its family, paper and parameters."""
+    from transferkit.methods import METHODS
+
+    rows = []
+    for name, cls in METHODS.items():
+        params = "; ".join(f"{k}: {v}" for k, v in cls.describe_params().items())
+        rows.append({"name": name, "family": cls.family, "paper": cls.paper, "params": params})
+    _table("methods", rows)
+
+
+@app.command()
+def models() -> None:
+    """List the packaged pretrained models and the backbone spec families."""
+    from transferkit.backbones import models_table
+
+    _table("backbones", models_table())
+
+
+@app.command()
+def datasets() -> None:
+    """List the built-in datasets with size, classes, licence and citation."""
+    from transferkit.data import list_datasets
+
+    _table("datasets", list_datasets())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: user errors -> message + exit status 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, standalone_mode=False)
+    except TransferkitError as exc:
+        if _STATE["debug"] or "--debug" in args:
+            raise
+        err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -19,10 +19,17 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from transferkit.errors import ConfigError
 from transferkit.registry import Registry
+
+
+class MethodParams(BaseModel):
+    """Base of every method's parameter schema (strict: unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class Method(nn.Module):
@@ -30,13 +37,26 @@ class Method(nn.Module):
 
     Class attributes describe it for ``transferkit methods``: ``name``, ``family``
     (``"feature-extraction"``, ``"fine-tuning"``, ``"domain-adaptation"``, ``"multi-task"``,
-    ``"distillation"``), ``paper`` (citation + link) and ``params`` (parameter -> help).
+    ``"distillation"``), ``paper`` (citation + link) and ``Params`` (a :class:`MethodParams`
+    schema whose field descriptions document the parameters). ``closed_form`` methods
+    (e.g. a linear probe) are fitted on extracted features by ``fit_features`` instead of
+    by the trainer.
     """
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
     paper: ClassVar[str] = ""
-    params: ClassVar[dict[str, str]] = {}
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    closed_form: ClassVar[bool] = False
+
+    @classmethod
+    def describe_params(cls) -> dict[str, str]:
+        """Parameter name -> "type = default: description", for ``transferkit methods``."""
+        out = {}
+        for name, f in cls.Params.model_fields.items():
+            ann = getattr(f.annotation, "__name__", None) or str(f.annotation)
+            out[name] = f"{ann} = {f.default!r}: {f.description or ''}".rstrip(": ")
+        return out
 
     def training_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

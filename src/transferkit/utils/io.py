@@ -53,7 +53,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
+    atomic_write_text(path, text + "\n")
 
 
 def _json_default(obj: Any) -> Any:

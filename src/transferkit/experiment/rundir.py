@@ -1,0 +1,87 @@
+"""The run directory (DESIGN.md, "Run directory and metrics").
+
+```
+DIR/config.yaml      the fully resolved config
+DIR/metrics.json     results, baselines, transfer gain and verdict
+DIR/log.jsonl        one JSON object per logged step / epoch ("run" names the training)
+DIR/report.html      self-contained report
+DIR/checkpoints/     safetensors weights + trainer state, one folder per training
+DIR/stages/          finished trainings' test outputs (so `resume` skips them)
+```
+
+A run never overwrites another run's directory unless asked: ``prepare_run_dir`` refuses a
+non-empty directory without ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferkit.errors import CheckpointError
+from transferkit.utils.io import atomic_write_json
+
+MARKER = ".transferkit-run"
+
+
+def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create (or reopen, with ``resume``) a run directory; refuse to clobber one."""
+    d = Path(path)
+    if resume:
+        if not (d / "config.yaml").is_file():
+            raise CheckpointError(
+                f"{str(d)!r} is not a transferkit run directory (no config.yaml)",
+                fix="pass the directory given to `transferkit run --out`",
+            )
+        return d
+    if d.exists() and not d.is_dir():
+        raise CheckpointError(f"{str(d)!r} exists and is not a directory", fix="choose --out")
+    if d.exists() and any(d.iterdir()):
+        if not overwrite:
+            raise CheckpointError(
+                f"run directory {str(d)!r} already exists and is not empty",
+                fix="choose another --out, resume it with `transferkit resume`, "
+                "or pass --overwrite to replace it",
+            )
+        if not (d / MARKER).exists():
+            raise CheckpointError(
+                f"refusing to overwrite {str(d)!r}: it is not a transferkit run directory",
+                fix="choose another --out",
+            )
+        shutil.rmtree(d)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / MARKER).write_text("transferkit run directory\n")
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot create run directory: {exc.strerror}", where=str(d),
+            fix="choose a writable --out",
+        ) from None
+    return d
+
+
+def stage_path(run_dir: Path, stage: str) -> Path:
+    return run_dir / "stages" / f"{stage.replace('/', '__')}.json"
+
+
+def save_stage(run_dir: Path, stage: str, record: dict[str, Any]) -> None:
+    """Persist a finished training's test outputs and metrics (atomic)."""
+    atomic_write_json(stage_path(run_dir, stage), record)
+
+
+def load_stage(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    """A finished training's record, or None if it has not finished."""
+    p = stage_path(run_dir, stage)
+    if not p.is_file():
+        return None
+    try:
+        rec = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    rec["outputs"] = np.asarray(rec["outputs"], dtype=np.float32)
+    rec["y"] = np.asarray(rec["y"])
+    return rec

@@ -1,0 +1,239 @@
+"""Run a whole experiment: data -> transfer method -> baselines -> verdict -> report.
+
+For each seed the target splits are drawn (the labelled subset depends on the seed), the
+transfer method is trained, and the target-only baselines are trained on the same splits:
+the same architecture from random initialisation, and the modality's classical model.
+``transfer_gain`` compares the method with the best baseline (highest mean primary
+metric), seed by seed (see :mod:`transferkit.diagnostics.verdict`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferkit.data import load_dataset
+from transferkit.data.types import Splits
+from transferkit.diagnostics.metrics import (
+    classification_details,
+    higher_is_better,
+    primary_metric,
+)
+from transferkit.diagnostics.verdict import transfer_gain
+from transferkit.experiment import stages
+from transferkit.experiment.config import ExperimentConfig, dump_config, load_config
+from transferkit.experiment.rundir import load_stage, prepare_run_dir, save_stage
+from transferkit.methods import METHODS
+from transferkit.utils.io import atomic_write_json, atomic_write_text
+
+BASELINE_INFO = {
+    "random_init": "same architecture from random initialisation, same data and budget",
+}
+# Baseline records shared between runs in one process (the demo runs several methods on
+# the same data): key = hash of everything the baseline depends on.
+_BASELINE_MEMO: dict[str, dict[str, Any]] = {}
+
+
+@dataclass
+class Result:
+    """What ``transferkit.run`` returns: the run directory and its metrics."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    config: ExperimentConfig
+
+    @property
+    def transfer_gain(self) -> dict[str, Any] | None:
+        return self.metrics.get("transfer_gain")
+
+    @property
+    def verdict(self) -> str | None:
+        tg = self.transfer_gain
+        return tg["verdict"] if tg else None
+
+
+def _cap(ds: Any, n: int | None, seed: int, per_class: int | None = None) -> Any:
+    """Deterministic subsample: at most ``per_class`` per class, then at most ``n`` overall."""
+    rng = np.random.default_rng(seed + 7919)
+    idx = rng.permutation(len(ds))
+    if per_class is not None and ds.y is not None and ds.task == "classification":
+        counts: dict[int, int] = {}
+        keep = []
+        for i in idx:
+            c = int(ds.y[i])
+            if counts.get(c, 0) < per_class:
+                counts[c] = counts.get(c, 0) + 1
+                keep.append(i)
+        idx = np.asarray(keep, dtype=np.int64)
+    if n is not None:
+        idx = idx[:n]
+    return ds if len(idx) == len(ds) and per_class is None else ds.subset(np.sort(idx))
+
+
+def load_splits(cfg: ExperimentConfig, seed: int) -> Splits:
+    """The target splits for one seed, with the validation labels limited like the budget.
+
+    With a label budget of k per class, the validation split keeps at most k per class too:
+    a user with k labels per class does not have hundreds more to validate on.
+    """
+    d = cfg.data
+    splits = load_dataset(
+        d.target, seed=seed, label_budget=d.label_budget, val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction, max_examples=d.max_examples, **d.target_options,
+    )
+    splits.val = _cap(splits.val, d.max_eval_examples, seed, per_class=d.label_budget)
+    splits.test = _cap(splits.test, d.max_eval_examples, seed)
+    return splits
+
+
+def _baseline_key(cfg: ExperimentConfig, kind: str, seed: int) -> str:
+    parts = {"kind": kind, "seed": seed, "data": cfg.data.model_dump(mode="json"),
+             "baselines": cfg.baselines.model_dump(mode="json")}
+    if kind == "random_init":
+        parts.update(model=cfg.model.model_dump(mode="json"),
+                     train=cfg.train.model_dump(mode="json"))
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _stage_plan(cfg: ExperimentConfig) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
+    plan: list[tuple[str, Callable[..., dict[str, Any]]]] = [("target", stages.run_target_stage)]
+    if cfg.baselines.enabled and cfg.baselines.random_init:
+        plan.append(("random_init", stages.run_random_init_stage))
+    if cfg.baselines.enabled and cfg.baselines.classical:
+        plan.append(("classical", stages.run_classical_stage))
+    return plan
+
+
+def _run_stage(
+    ctx: stages.StageContext, kind: str, fn: Callable[..., dict[str, Any]], log: Callable
+) -> dict[str, Any]:
+    name = f"{kind}/seed{ctx.seed}"
+    rec = load_stage(ctx.run_dir, name)
+    if rec is not None:
+        log(f"{name}: already finished, reusing")
+        return rec
+    memo = _baseline_key(ctx.cfg, kind, ctx.seed) if kind != "target" else None
+    if memo is not None and memo in _BASELINE_MEMO:
+        rec = _BASELINE_MEMO[memo]
+        log(f"{name}: same baseline as an earlier run in this process, reusing")
+    else:
+        log(f"{name}: training")
+        rec = fn(ctx, name.replace("/", "-"))
+        if memo is not None:
+            _BASELINE_MEMO[memo] = rec
+    save_stage(ctx.run_dir, name, rec)
+    return rec
+
+
+def _mean_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    keys = records[0]["metrics"].keys()
+    return {k: float(np.mean([r["metrics"][k] for r in records])) for k in keys}
+
+
+def assemble_metrics(
+    cfg: ExperimentConfig, splits: Splits, recs: dict[str, list[dict[str, Any]]], total_s: float
+) -> dict[str, Any]:
+    """metrics.json (DESIGN.md contract) from the per-seed stage records."""
+    task = splits.train.task
+    pm = primary_metric(task)
+    target = recs["target"]
+    baselines = {}
+    for kind, rs in recs.items():
+        if kind == "target":
+            continue
+        name = rs[0]["extra"].get("name", kind)
+        desc = rs[0]["extra"].get("description", BASELINE_INFO.get(kind, ""))
+        baselines[name] = {**_mean_metrics(rs), "description": desc,
+                           "per_seed": [r["metrics"] for r in rs], "_kind": kind}
+    out: dict[str, Any] = {
+        "method": cfg.method.name,
+        "family": METHODS.get(cfg.method.name).family,
+        "backbone": cfg.model.backbone,
+        "dataset": {"name": str(cfg.data.target), **splits.info},
+        "primary_metric": pm,
+        "target": _mean_metrics(target),
+        "target_per_seed": [
+            {"seed": s, **r["metrics"]} for s, r in zip(cfg.seeds, target, strict=True)
+        ],
+        "baselines": {},
+        "best_baseline": None,
+        "transfer_gain": None,
+        "forgetting": None,
+        "details": None,
+        "timing": {"total_s": total_s,
+                   "stages_s": {k: float(sum(r["seconds"] for r in rs)) for k, rs in recs.items()}},
+        "seeds": list(cfg.seeds),
+        "selection": [r["extra"] for r in target],
+    }
+    if task == "classification":
+        out["details"] = classification_details(target[0]["outputs"], target[0]["y"],
+                                                splits.train.classes or [])
+    if baselines:
+        sign = 1 if higher_is_better(pm) else -1
+        best = max(baselines, key=lambda n: sign * baselines[n][pm])
+        kind = baselines[best]["_kind"]
+        runs = [{"y": t["y"], "transfer": t["outputs"], "baseline": b["outputs"]}
+                for t, b in zip(target, recs[kind], strict=True)]
+        gain = transfer_gain(runs, pm, task, cfg.confidence, cfg.bootstrap_samples)
+        out["best_baseline"] = best
+        out["transfer_gain"] = {**gain, "baseline": best, "metric": pm}
+    for b in baselines.values():
+        b.pop("_kind")
+    out["baselines"] = baselines
+    return out
+
+
+def run(
+    config: str | Path | dict[str, Any] | ExperimentConfig,
+    *,
+    out: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+    resume: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Result:
+    """Run an experiment end to end and write its run directory.
+
+    Args:
+        config: a YAML path, a mapping or an :class:`ExperimentConfig`.
+        out: the run directory (default ``runs/<name>``).
+        overrides: ``key.path=value`` strings applied before validation.
+        overwrite: replace an existing run directory.
+        resume: continue the run in ``out`` (finished trainings are reused, an interrupted
+            one resumes from its last checkpoint).
+    """
+    t0 = time.perf_counter()
+    say = log or (lambda _msg: None)
+    cfg = load_config(config, overrides)
+    run_dir = prepare_run_dir(out or Path("runs") / cfg.name, overwrite=overwrite, resume=resume)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    recs: dict[str, list[dict[str, Any]]] = {}
+    splits = None
+    for seed in cfg.seeds:
+        splits = load_splits(cfg, seed)
+        ctx = stages.StageContext(cfg, splits, seed, run_dir, resume, quiet)
+        for kind, fn in _stage_plan(cfg):
+            recs.setdefault(kind, []).append(_run_stage(ctx, kind, fn, say))
+    assert splits is not None
+    metrics = assemble_metrics(cfg, splits, recs, time.perf_counter() - t0)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    if cfg.report:
+        from transferkit.report import write_report
+
+        write_report(run_dir)
+    return Result(run_dir, metrics, cfg)
+
+
+def resume(run_dir: str | Path, **kw: Any) -> Result:
+    """Continue an interrupted run from its directory (its config.yaml is reused)."""
+    d = Path(run_dir)
+    prepare_run_dir(d, resume=True)
+    return run(d / "config.yaml", out=d, resume=True, **kw)

@@ -1,0 +1,177 @@
+"""One training inside an experiment (a "stage"): the transfer method, or a baseline.
+
+Each stage trains on one seed's splits and returns a record with the test outputs, the
+test labels and the test metrics; the runner saves it so ``resume`` skips finished stages.
+Gradient-trained stages checkpoint under ``DIR/checkpoints/<stage>/`` and resume exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from transferkit.backbones import create_backbone
+from transferkit.data.loaders import ExampleDataset, collate_with
+from transferkit.data.types import Splits
+from transferkit.diagnostics.metrics import compute_metrics, higher_is_better, primary_metric
+from transferkit.engine import TrainConfig, Trainer, evaluate_predictions
+from transferkit.engine.extract import extract_features
+from transferkit.experiment.baselines import classical_baseline
+from transferkit.experiment.config import ExperimentConfig
+from transferkit.methods import METHODS, Method
+from transferkit.methods.finetune import FinetuneParams
+from transferkit.methods.heads import make_head
+
+
+@dataclass
+class StageContext:
+    """Everything a stage needs besides its own settings."""
+
+    cfg: ExperimentConfig
+    splits: Splits
+    seed: int
+    run_dir: Path
+    resume: bool
+    quiet: bool
+
+
+def num_outputs(splits: Splits) -> int:
+    return splits.train.num_classes if splits.train.task == "classification" else 1
+
+
+def _record(outputs: np.ndarray, splits: Splits, t0: float, **extra: Any) -> dict[str, Any]:
+    y = splits.test.y
+    return {
+        "outputs": np.asarray(outputs, dtype=np.float32),
+        "y": y,
+        "metrics": compute_metrics(outputs, y, splits.test.task),
+        "seconds": time.perf_counter() - t0,
+        "extra": extra,
+    }
+
+
+def build_method(
+    cfg: ExperimentConfig, splits: Splits, *, pretrained: bool, name: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Method:
+    """Backbone + head + method from the config (``name``/``params`` override the config's)."""
+    backbone = create_backbone(
+        cfg.model.backbone, pretrained=pretrained and cfg.model.pretrained,
+        **cfg.model.backbone_options,
+    )
+    head = make_head(
+        backbone.num_features, num_outputs(splits), cfg.model.head,
+        cfg.model.head_hidden, cfg.model.head_dropout,
+    )
+    cls = METHODS.get(name or cfg.method.name)
+    p = cls.Params.model_validate(cfg.method.params if params is None else params)
+    return cls(backbone, head, splits.train.task, p)
+
+
+def train_config(cfg: ExperimentConfig, seed: int, task: str, lr: float | None) -> TrainConfig:
+    """The engine's TrainConfig from the experiment's ``train`` section."""
+    t = cfg.train
+    es = t.early_stopping
+    monitor = es.monitor if es.monitor != "auto" else f"val_{primary_metric(task)}"
+    mode = es.mode if es.mode != "auto" else (
+        "max" if higher_is_better(monitor.removeprefix("val_")) else "min")
+    fields = t.model_dump(exclude={"early_stopping", "eval_batch_size"})
+    fields.update(seed=seed, lr=lr or t.lr)
+    return TrainConfig(
+        **fields,
+        early_stopping=es.enabled,
+        monitor=monitor,
+        mode=mode,
+        patience=es.patience,
+        min_delta=es.min_delta,
+        restore_best=es.restore_best,
+    )
+
+
+def _predict(method: Method, ds: Any, prepare: Any, batch_size: int) -> np.ndarray:
+    outputs, _ = evaluate_predictions(method, ExampleDataset(ds), collate_with(prepare), batch_size)
+    return np.asarray(outputs, dtype=np.float32)
+
+
+def run_gradient_stage(
+    ctx: StageContext, stage: str, method: Method, lr: float | None = None
+) -> dict[str, Any]:
+    """Train ``method`` with the Trainer (early stopping on val), predict the test split."""
+    t0 = time.perf_counter()
+    cfg, splits = ctx.cfg, ctx.splits
+    prepare = method.backbone.prepare
+    bs = cfg.train.eval_batch_size
+    task = splits.train.task
+
+    def val_fn(m: Method) -> dict[str, float]:
+        out = _predict(m, splits.val, prepare, bs)
+        return {f"val_{k}": v for k, v in compute_metrics(out, splits.val.y, task).items()}
+
+    trainer = Trainer(
+        method,
+        ExampleDataset(splits.train),
+        collate_with(prepare),
+        train_config(cfg, ctx.seed, task, lr),
+        ctx.run_dir / "checkpoints" / stage,
+        val_fn=val_fn,
+        quiet=ctx.quiet,
+    )
+    result = trainer.fit(resume=ctx.resume)
+    outputs = _predict(method, splits.test, prepare, bs)
+    return _record(outputs, splits, t0, steps=result.global_step,
+                   stopped=str(result.stopped_reason), best_epoch=result.best_epoch)
+
+
+def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict[str, Any]:
+    """Extract features once (cached across seeds), fit the head in closed form, predict."""
+    t0 = time.perf_counter()
+    splits = ctx.splits
+    bb = method.backbone
+    bs = ctx.cfg.train.eval_batch_size
+    cache = ctx.run_dir / "cache"
+    f_tr, f_va, f_te = (extract_features(bb, d.x, batch_size=bs, cache_dir=cache)
+                        for d in (splits.train, splits.val, splits.test))
+    method.fit_features(f_tr, splits.train.y, f_va, splits.val.y)
+    with torch.no_grad():
+        logits = method.head(torch.as_tensor(f_te))
+    outputs = logits.squeeze(-1) if splits.train.task == "regression" else logits
+    from safetensors.torch import save_file
+
+    from transferkit.utils.io import atomic_path
+
+    with atomic_path(ctx.run_dir / "checkpoints" / stage / "head.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in method.head.state_dict().items()}, str(tmp),
+                  metadata={"backbone": ctx.cfg.model.backbone})
+    return _record(outputs.numpy(), splits, t0, strength=method.selected_strength_,
+                   val_scores={str(k): v for k, v in method.val_scores_.items()})
+
+
+def run_target_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
+    """The configured transfer method on the pretrained backbone."""
+    torch.manual_seed(ctx.seed)
+    method = build_method(ctx.cfg, ctx.splits, pretrained=True)
+    if method.closed_form:
+        return run_closed_form_stage(ctx, stage, method)
+    return run_gradient_stage(ctx, stage, method)
+
+
+def run_random_init_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
+    """Same architecture from random initialisation, fully trained with the same budget."""
+    torch.manual_seed(ctx.seed)
+    params = FinetuneParams(freeze="none", backbone_lr_mult=1.0).model_dump()
+    method = build_method(ctx.cfg, ctx.splits, pretrained=False, name="finetune", params=params)
+    return run_gradient_stage(ctx, stage, method, lr=ctx.cfg.baselines.random_init_lr)
+
+
+def run_classical_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
+    """The modality's classical baseline (TF-IDF/pixels + logistic regression, boosting)."""
+    t0 = time.perf_counter()
+    s = ctx.splits
+    res = classical_baseline(s.train, s.val, s.test)
+    return _record(res.test_outputs, s, t0, name=res.name, description=res.description,
+                   **res.selected)

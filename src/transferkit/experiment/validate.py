@@ -1,0 +1,44 @@
+"""Checks on a config that need more than types: the method exists, its parameters fit."""
+
+from __future__ import annotations
+
+import difflib
+
+from pydantic import ValidationError
+
+from transferkit.errors import ConfigError
+from transferkit.experiment.config import ExperimentConfig
+
+
+def check_semantics(cfg: ExperimentConfig, source: str) -> None:
+    """Validate the method name and ``method.params`` against the method's schema."""
+    from transferkit.methods import METHODS
+
+    cls = METHODS.get(cfg.method.name)  # raises ConfigError with close matches
+    try:
+        cls.Params.model_validate(cfg.method.params)
+    except ValidationError as err:
+        msgs = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(key, list(cls.Params.model_fields), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                msgs.append(f"method.params.{key}: unknown parameter{hint}")
+            else:
+                msgs.append(f"method.params.{key}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError(
+            f"invalid parameters for method {cfg.method.name!r}: " + "; ".join(msgs),
+            where=source,
+            fix=f"valid parameters: {', '.join(cls.Params.model_fields) or 'none'} "
+            "(`transferkit methods` describes them)",
+        ) from None
+    es = cfg.train.early_stopping
+    if cfg.train.max_steps is None and cfg.train.epochs < 1:
+        raise ConfigError("train.epochs must be >= 1", where=source)
+    if es.enabled and es.monitor not in ("auto",) and not es.monitor.startswith("val_"):
+        raise ConfigError(
+            f"train.early_stopping.monitor={es.monitor!r} is not a validation metric",
+            where=source,
+            fix='use "auto" or a name like "val_accuracy", "val_macro_f1", "val_r2"',
+        )
