@@ -50,10 +50,7 @@ class Dataset:
     def subset(self, idx: np.ndarray | list[int]) -> Dataset:
         """A new Dataset holding the examples at ``idx`` (order kept)."""
         idx = np.asarray(idx, dtype=np.int64)
-        if isinstance(self.x, np.ndarray):
-            x = self.x[idx]
-        else:
-            x = [self.x[i] for i in idx]
+        x = self.x[idx] if isinstance(self.x, np.ndarray) else [self.x[i] for i in idx]
         y = None if self.y is None else self.y[idx]
         return replace(self, x=x, y=y, meta=dict(self.meta))
 
