@@ -135,16 +135,23 @@ def report(
         console.print(f"comparison: {compare_runs(run_dirs, out or Path('comparison.html'))}")
 
 
-def _table(title: str, rows: list[dict[str, Any]]) -> None:
-    table = Table(title=title, show_lines=False)
+def _table(title: str, rows: list[dict[str, Any]], main: list[str]) -> None:
+    """A compact table of the ``main`` columns, then every other field per row, unwrapped."""
     if not rows:
         console.print(f"{title}: none")
         return
-    for col in rows[0]:
-        table.add_column(str(col))
+    table = Table(title=title)
+    for col in main:
+        table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
+        table.add_row(*(str(row.get(c, "")) for c in main))
     console.print(table)
+    for row in rows:
+        rest = {k: v for k, v in row.items() if k not in main and v not in (None, "", "-")}
+        if rest:
+            console.print(f"[bold]{row[main[0]]}[/bold]", highlight=False)
+            for k, v in rest.items():
+                console.print(f"  {k}: {v}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -156,7 +163,7 @@ def methods() -> None:
     for name, cls in METHODS.items():
         params = "; ".join(f"{k}: {v}" for k, v in cls.describe_params().items())
         rows.append({"name": name, "family": cls.family, "paper": cls.paper, "params": params})
-    _table("methods", rows)
+    _table("methods", rows, ["name", "family"])
 
 
 @app.command()
@@ -164,7 +171,7 @@ def models() -> None:
     """List the packaged pretrained models and the backbone spec families."""
     from transferkit.backbones import models_table
 
-    _table("backbones", models_table())
+    _table("backbones", models_table(), ["name", "family", "params", "modality", "num_features"])
 
 
 @app.command()
@@ -172,7 +179,7 @@ def datasets() -> None:
     """List the built-in datasets with size, classes, licence and citation."""
     from transferkit.data import list_datasets
 
-    _table("datasets", list_datasets())
+    _table("datasets", list_datasets(), ["name", "modality", "task", "size", "classes"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -184,21 +191,21 @@ def main(argv: list[str] | None = None) -> None:
     except TransferkitError as exc:
         if _STATE["debug"] or "--debug" in args:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True
+        )
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # click (vendored by typer) usage errors and exits
+        code = getattr(exc, "exit_code", None)
+        if type(exc).__name__ == "Exit" and code is not None:
+            sys.exit(code)
+        if callable(getattr(exc, "show", None)) and code is not None:
             exc.show()
-            sys.exit(2)
+            sys.exit(2 if code == 1 else code)
         raise
-
 
 if __name__ == "__main__":
     main()

@@ -37,7 +37,7 @@ def _weights_hash(backbone: Backbone) -> str:
     h = hashlib.sha256()
     for name, t in backbone.state_dict().items():
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

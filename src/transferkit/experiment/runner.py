@@ -129,6 +129,7 @@ def _run_stage(
         if memo is not None:
             _BASELINE_MEMO[memo] = rec
     save_stage(ctx.run_dir, name, rec)
+    stages.finalize_stage_dir(ctx.run_dir, name, keep_weights=kind == "target")
     return rec
 
 
@@ -190,6 +191,20 @@ def assemble_metrics(
     return out
 
 
+def merge_logs(run_dir: Path) -> None:
+    """Rebuild ``DIR/log.jsonl`` from every training's log, tagging lines with ``"run"``."""
+    lines = []
+    for log_file in sorted((run_dir / "checkpoints").glob("*/log.jsonl")):
+        run_name = log_file.parent.name
+        for raw in log_file.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            lines.append(json.dumps({"run": run_name, **rec}))
+    atomic_write_text(run_dir / "log.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+
+
 def run(
     config: str | Path | dict[str, Any] | ExperimentConfig,
     *,
@@ -223,6 +238,7 @@ def run(
         for kind, fn in _stage_plan(cfg):
             recs.setdefault(kind, []).append(_run_stage(ctx, kind, fn, say))
     assert splits is not None
+    merge_logs(run_dir)
     metrics = assemble_metrics(cfg, splits, recs, time.perf_counter() - t0)
     atomic_write_json(run_dir / "metrics.json", metrics)
     if cfg.report:

@@ -7,6 +7,7 @@ Gradient-trained stages checkpoint under ``DIR/checkpoints/<stage>/`` and resume
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,6 @@ from transferkit.data.loaders import ExampleDataset, collate_with
 from transferkit.data.types import Splits
 from transferkit.diagnostics.metrics import compute_metrics, higher_is_better, primary_metric
 from transferkit.engine import TrainConfig, Trainer, evaluate_predictions
-from transferkit.engine.extract import extract_features
 from transferkit.experiment.baselines import classical_baseline
 from transferkit.experiment.config import ExperimentConfig
 from transferkit.methods import METHODS, Method
@@ -127,14 +127,34 @@ def run_gradient_stage(
                    stopped=str(result.stopped_reason), best_epoch=result.best_epoch)
 
 
+def finalize_stage_dir(run_dir: Path, stage: str, keep_weights: bool) -> None:
+    """After a training's record is saved: keep only what a finished run needs.
+
+    The trainer's resumable state (optimizer moments, RNG, best-epoch copies) is only
+    needed while a training can still be interrupted; once its record is saved it is
+    dropped. ``keep_weights`` keeps the final weights as ``<stage>/model.safetensors``.
+    """
+    import shutil
+
+    from transferkit.engine import CheckpointStore
+
+    work = run_dir / "checkpoints" / stage.replace("/", "-")
+    ckpts = work / "checkpoints"
+    if not ckpts.is_dir():
+        return
+    latest = CheckpointStore(ckpts).latest()
+    if keep_weights and latest is not None and (latest / "model.safetensors").is_file():
+        os.replace(latest / "model.safetensors", work / "model.safetensors")
+    shutil.rmtree(ckpts, ignore_errors=True)
+
+
 def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict[str, Any]:
     """Extract features once (cached across seeds), fit the head in closed form, predict."""
     t0 = time.perf_counter()
     splits = ctx.splits
-    bb = method.backbone
     bs = ctx.cfg.train.eval_batch_size
     cache = ctx.run_dir / "cache"
-    f_tr, f_va, f_te = (extract_features(bb, d.x, batch_size=bs, cache_dir=cache)
+    f_tr, f_va, f_te = (method.extract(d.x, batch_size=bs, cache_dir=cache)
                         for d in (splits.train, splits.val, splits.test))
     method.fit_features(f_tr, splits.train.y, f_va, splits.val.y)
     with torch.no_grad():
@@ -147,7 +167,8 @@ def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict
     with atomic_path(ctx.run_dir / "checkpoints" / stage / "head.safetensors") as tmp:
         save_file({k: v.contiguous() for k, v in method.head.state_dict().items()}, str(tmp),
                   metadata={"backbone": ctx.cfg.model.backbone})
-    return _record(outputs.numpy(), splits, t0, strength=method.selected_strength_,
+    return _record(outputs.numpy(), splits, t0, head=method.hparams.head,
+                   selected={method.selected_param_: method.selected_strength_},
                    val_scores={str(k): v for k, v in method.val_scores_.items()})
 
 

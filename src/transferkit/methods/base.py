@@ -55,7 +55,8 @@ class Method(nn.Module):
         out = {}
         for name, f in cls.Params.model_fields.items():
             ann = getattr(f.annotation, "__name__", None) or str(f.annotation)
-            out[name] = f"{ann} = {f.default!r}: {f.description or ''}".rstrip(": ")
+            default = f.get_default(call_default_factory=True)
+            out[name] = f"{ann} = {default!r}: {f.description or ''}".rstrip(": ")
         return out
 
     def training_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:

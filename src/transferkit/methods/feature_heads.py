@@ -1,0 +1,399 @@
+"""Heads fitted on frozen features ``F`` ``[N, D]``, each ending as a torch module.
+
+Every head standardises the features with training statistics, ``z = (F - mu) / sigma``,
+chooses one hyper-parameter on the validation split only (accuracy for classification,
+R^2 for regression; ties keep the earlier grid value) and returns a torch module mapping
+raw features ``[B, D]`` to outputs ``[B, K]`` (logits, or ``K = 1`` for regression):
+
+* ``logreg``: L2 logistic regression, ``min_w sum_i CE(w z_i, y_i) + ||w||^2 / (2C)``, ``C``
+  in ``strengths``. On a regression task it is ridge regression (the historical default).
+* ``ridge``: ridge classifier (one-vs-rest least squares on +-1 targets) or ridge regression,
+  ``min_w ||Z w - y||^2 + alpha ||w||^2``, ``alpha = 1 / strength``.
+* ``linear_svm``: ``LinearSVC`` (squared hinge, one-vs-rest) or ``LinearSVR`` (epsilon-
+  insensitive), ``C`` in ``strengths``.
+  The three linear heads fold into one ``nn.Linear``: ``W' = W / sigma``, ``b' = b - W' mu``
+  (a binary model's single decision ``s`` becomes logits ``[0, s]``).
+* ``mlp``: ``Linear(D, H) -> GELU -> Linear(H, K)`` trained full-batch with AdamW, early
+  stopped on the validation loss (best state kept); the weight decay is chosen on val.
+  Regression targets are standardised for training and de-standardised in the module.
+* ``knn``: k nearest neighbours (cosine or euclidean distance on ``z``), ``k`` in ``ks``.
+  It cannot be folded: the standardised training set and labels live in buffers (torch
+  prediction, saved with ``state_dict``). Classification outputs log vote fractions
+  (``softmax`` gives them back); regression outputs the neighbours' mean target.
+
+References: Kornblith et al. 2019, https://arxiv.org/abs/1805.08974 (linear probes);
+Wu et al. 2018, https://arxiv.org/abs/1805.01978 (kNN on normalised features).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.svm import LinearSVC, LinearSVR
+from torch import nn
+
+from transferkit.errors import DataError
+from transferkit.methods.base import MethodParams
+
+HeadKind = Literal["logreg", "ridge", "linear_svm", "mlp", "knn"]
+Task = Literal["classification", "regression"]
+LINEAR_HEADS: tuple[str, ...] = ("logreg", "ridge", "linear_svm")
+_EPS = 1e-6
+
+
+def _grid(default: list[Any], description: str) -> Any:
+    return Field(default_factory=lambda: list(default), min_length=1, description=description)
+
+
+class FeatureHeadParams(MethodParams):
+    """Which head to fit on frozen features, and the grids tuned on the validation split."""
+
+    head: HeadKind = Field("logreg", description="logreg | ridge | linear_svm | mlp | knn")
+    strengths: list[float] = _grid(
+        [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0],
+        "grid of C (logreg, linear_svm) or 1/alpha (ridge), chosen on val",
+    )
+    max_iter: int = Field(2000, gt=0, description="solver iterations")
+    ks: list[int] = _grid([1, 3, 5, 9, 15, 25], "knn: grid of k, chosen on val")
+    knn_metric: Literal["cosine", "euclidean"] = Field("cosine", description="knn distance")
+    mlp_hidden: int = Field(256, gt=0, description="mlp: hidden width")
+    mlp_lr: float = Field(3e-3, gt=0, description="mlp: AdamW learning rate")
+    mlp_weight_decays: list[float] = _grid([1e-2], "mlp: weight decay grid, chosen on val")
+    mlp_max_epochs: int = Field(500, gt=0, description="mlp: full-batch steps at most")
+    mlp_patience: int = Field(30, gt=0, description="mlp: steps without a better val loss")
+    seed: int | None = Field(None, description="mlp init seed (None: drawn from torch's RNG)")
+
+
+@dataclass
+class FittedHead:
+    """``module``: raw features ``[B, D]`` -> ``[B, K]``; ``param`` (``C``, ``1/alpha``, ``k``,
+    ``weight_decay``) = ``selected``; val metric per grid value and of the chosen one."""
+
+    module: nn.Module
+    param: str
+    selected: float
+    val_scores: dict[float, float] = field(default_factory=dict)
+    val_score: float = float("nan")
+
+
+def val_metric(task: str, y: np.ndarray, outputs: np.ndarray) -> float:
+    """Accuracy (labels, or scores ``[N, K]`` argmaxed) or R^2 (values ``[N]``/``[N, 1]``)."""
+    outputs = np.asarray(outputs)
+    if task == "classification":
+        pred = outputs.argmax(-1) if outputs.ndim == 2 else outputs
+        return float(accuracy_score(y, pred))
+    return float(r2_score(y, outputs.reshape(-1)))
+
+
+class MLPHead(nn.Module):
+    """``net((f - mu) / sigma) * out_scale + out_shift`` with a one-hidden-layer ``net``."""
+
+    def __init__(self, in_features: int, hidden: int, num_outputs: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, num_outputs)
+        )
+        self.register_buffer("mu", torch.zeros(in_features))
+        self.register_buffer("sigma", torch.ones(in_features))
+        self.register_buffer("out_scale", torch.ones(()))
+        self.register_buffer("out_shift", torch.zeros(()))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net((f - self.mu) / self.sigma) * self.out_scale + self.out_shift
+
+
+class KNNHead(nn.Module):
+    """k-NN over buffers ``train_z`` ``[N, D]`` (standardised) and ``train_y`` ``[N]``.
+
+    The buffers are empty until :meth:`set_data`; loading a ``state_dict`` resizes them,
+    so a freshly built head loads a fitted one's state.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_outputs: int,
+        task: Task,
+        metric: Literal["cosine", "euclidean"] = "cosine",
+    ) -> None:
+        super().__init__()
+        self.task, self.metric, self.num_outputs = task, metric, num_outputs
+        self.register_buffer("mu", torch.zeros(in_features))
+        self.register_buffer("sigma", torch.ones(in_features))
+        self.register_buffer("train_z", torch.zeros(0, in_features))
+        ydtype = torch.long if task == "classification" else torch.float32
+        self.register_buffer("train_y", torch.zeros(0, dtype=ydtype))
+        self.register_buffer("k", torch.ones((), dtype=torch.long))
+
+    def set_data(
+        self, mu: np.ndarray, sigma: np.ndarray, z: np.ndarray, y: np.ndarray, k: int
+    ) -> KNNHead:
+        self.mu = torch.as_tensor(mu, dtype=torch.float32)
+        self.sigma = torch.as_tensor(sigma, dtype=torch.float32)
+        self.train_z = torch.as_tensor(z, dtype=torch.float32)
+        self.train_y = torch.as_tensor(y, dtype=self.train_y.dtype)
+        self.k = torch.tensor(int(k))
+        return self
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        for name in ("train_z", "train_y"):
+            incoming = state_dict.get(prefix + name)
+            if incoming is not None and incoming.shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(incoming, dtype=getattr(self, name).dtype))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """Log vote fractions ``[B, K]`` (classification) or mean neighbour target ``[B, 1]``."""
+        z = ((f - self.mu) / self.sigma).to(self.train_z.dtype)
+        if self.metric == "cosine":
+            dist = 1.0 - F.normalize(z, dim=-1) @ F.normalize(self.train_z, dim=-1).T
+        else:
+            dist = torch.cdist(z, self.train_z)
+        k = min(int(self.k), self.train_z.shape[0])
+        idx = dist.topk(k, dim=-1, largest=False).indices  # [B, k]
+        neigh = self.train_y[idx]
+        if self.task == "regression":
+            return neigh.float().mean(-1, keepdim=True)
+        votes = F.one_hot(neigh, self.num_outputs).float().mean(1)  # [B, K]
+        return votes.clamp_min(1e-12).log()
+
+
+def build_head(
+    kind: HeadKind, in_features: int, num_outputs: int, task: Task, params: FeatureHeadParams
+) -> nn.Module:
+    """An unfitted head of the right structure (to load a fitted head's ``state_dict``)."""
+    if kind in LINEAR_HEADS:
+        return nn.Linear(in_features, num_outputs)
+    if kind == "mlp":
+        return MLPHead(in_features, params.mlp_hidden, num_outputs)
+    return KNNHead(in_features, num_outputs, task, params.knn_metric)
+
+
+def fit_head(
+    f_train: np.ndarray,
+    y_train: np.ndarray,
+    f_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    task: Task,
+    num_outputs: int,
+    params: FeatureHeadParams,
+) -> FittedHead:
+    """Fit ``params.head`` on features ``[N, D]``; tune its hyper-parameter on val only.
+
+    Raises:
+        DataError: class labels outside ``0 .. num_outputs - 1`` or a single training class.
+    """
+    f_train, f_val = np.asarray(f_train, np.float32), np.asarray(f_val, np.float32)
+    _check_labels(y_train, y_val, task, num_outputs)
+    mu = f_train.astype(np.float64).mean(0)
+    sigma = f_train.astype(np.float64).std(0) + _EPS
+    pb = _Problem(
+        f_train, np.asarray(y_train), f_val, np.asarray(y_val), mu, sigma, task, num_outputs, params
+    )
+    if params.head in LINEAR_HEADS:
+        return _fit_linear(pb)
+    return _fit_mlp(pb) if params.head == "mlp" else _fit_knn(pb)
+
+
+@dataclass
+class _Problem:
+    """One head-fitting problem: raw features, labels, training statistics, settings."""
+
+    f_tr: np.ndarray
+    y_tr: np.ndarray
+    f_va: np.ndarray
+    y_va: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+    task: Task
+    num_outputs: int
+    params: FeatureHeadParams
+
+    def z(self, f: np.ndarray) -> np.ndarray:
+        """Standardised features ``(f - mu) / sigma`` (float32)."""
+        return ((f - self.mu) / self.sigma).astype(np.float32)
+
+
+def _check_labels(y_train: np.ndarray, y_val: np.ndarray, task: str, num_outputs: int) -> None:
+    if task != "classification":
+        return
+    for name, y in (("train", y_train), ("val", y_val)):
+        y = np.asarray(y)
+        if y.size and (y.min() < 0 or y.max() >= num_outputs):
+            raise DataError(
+                f"{name} labels must lie in 0..{num_outputs - 1}",
+                where=f"{name} split labels (found {y.min()}..{y.max()})",
+                fix="encode class labels as integers 0..num_classes-1",
+            )
+    if len(np.unique(y_train)) < 2:
+        raise DataError(
+            "the training split holds a single class",
+            where="train split labels",
+            fix="provide examples of at least 2 classes",
+        )
+
+
+def _sk_linear(kind: str, task: str, strength: float, max_iter: int) -> Any:
+    if task == "classification":
+        if kind == "logreg":
+            return LogisticRegression(C=strength, max_iter=max_iter)
+        if kind == "ridge":
+            return RidgeClassifier(alpha=1.0 / strength)
+        return LinearSVC(C=strength, max_iter=max_iter)
+    if kind == "linear_svm":
+        return LinearSVR(C=strength, max_iter=max_iter)
+    return Ridge(alpha=1.0 / strength)
+
+
+def _path(pb: _Problem, z_tr: np.ndarray) -> Iterator[tuple[float, Any]]:
+    """``(strength, fitted model)``; logistic regression warm-starts along ascending C."""
+    kind, task, p = pb.params.head, pb.task, pb.params
+    if kind == "logreg" and task == "classification":
+        model = LogisticRegression(max_iter=p.max_iter, warm_start=True)
+        for s in sorted(p.strengths):
+            yield s, model.set_params(C=s).fit(z_tr, pb.y_tr)
+    else:
+        for s in p.strengths:
+            yield s, _sk_linear(kind, task, s, p.max_iter).fit(z_tr, pb.y_tr)
+
+
+def _fit_linear(pb: _Problem) -> FittedHead:
+    """Score the strength grid on val, fold the winner (refitted cold if warm-started)."""
+    kind, task, params = pb.params.head, pb.task, pb.params
+    z_tr, z_va = pb.z(pb.f_tr), pb.z(pb.f_va)
+    warm = kind == "logreg" and task == "classification"
+    scores: dict[float, float] = {}
+    fitted: dict[float, Any] = {}
+    with warnings.catch_warnings():  # a grid end may not converge; val decides
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for s, model in _path(pb, z_tr):
+            scores[s] = val_metric(task, pb.y_va, model.predict(z_va))
+            fitted[s] = None if warm else model
+        best = max(params.strengths, key=lambda s: scores[s])  # ties: earlier grid value
+        final = fitted[best] or _sk_linear(kind, task, best, params.max_iter).fit(z_tr, pb.y_tr)
+    ridge = kind == "ridge" or (kind == "logreg" and task == "regression")
+    linear = fold_linear(final, pb.mu, pb.sigma, pb.num_outputs, task)
+    return FittedHead(linear, "1/alpha" if ridge else "C", best, scores, scores[best])
+
+
+def fold_linear(
+    model: Any, mu: np.ndarray, sigma: np.ndarray, num_outputs: int, task: str
+) -> nn.Linear:
+    """Fold a scikit-learn linear model on ``z = (f - mu) / sigma`` into ``nn.Linear`` on f.
+
+    Classification rows follow ``model.classes_``; a class absent from training gets
+    weight 0 and bias -1e4 (never predicted).
+    """
+    coef = np.atleast_2d(model.coef_).astype(np.float64)
+    icpt = np.broadcast_to(np.atleast_1d(model.intercept_).astype(np.float64), (coef.shape[0],))
+    if task == "classification":
+        classes = np.asarray(model.classes_, dtype=np.int64)
+        w_z = np.zeros((num_outputs, coef.shape[1]))
+        b_z = np.full(num_outputs, -1e4)
+        if coef.shape[0] == 1:  # binary: p(c1) = sigmoid(s) = softmax([0, s])[1]
+            b_z[classes[0]] = 0.0
+            w_z[classes[1]], b_z[classes[1]] = coef[0], icpt[0]
+        else:
+            w_z[classes], b_z[classes] = coef, icpt
+        coef, icpt = w_z, b_z
+    w = coef / sigma
+    b = icpt - w @ mu
+    linear = nn.Linear(coef.shape[1], coef.shape[0])
+    with torch.no_grad():
+        linear.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
+        linear.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
+    return linear
+
+
+def _fit_knn(pb: _Problem) -> FittedHead:
+    z_tr, z_va, params = pb.z(pb.f_tr), pb.z(pb.f_va), pb.params
+    ks = sorted({min(k, len(z_tr)) for k in params.ks if k > 0})
+    if not ks:
+        raise DataError("no valid k for knn", where="params.ks", fix="use positive integers")
+    scores: dict[float, float] = {}
+    best: tuple[float, int] | None = None
+    cls = KNeighborsClassifier if pb.task == "classification" else KNeighborsRegressor
+    for k in ks:
+        model = cls(n_neighbors=k, metric=params.knn_metric, algorithm="brute")
+        scores[float(k)] = val_metric(pb.task, pb.y_va, model.fit(z_tr, pb.y_tr).predict(z_va))
+        if best is None or scores[float(k)] > best[0]:
+            best = (scores[float(k)], k)
+    assert best is not None
+    head = KNNHead(z_tr.shape[1], pb.num_outputs, pb.task, params.knn_metric)
+    head.set_data(pb.mu, pb.sigma, z_tr, pb.y_tr, best[1])
+    return FittedHead(head, "k", float(best[1]), scores, best[0])
+
+
+def _fit_mlp(pb: _Problem) -> FittedHead:
+    params = pb.params
+    seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+    x_tr, x_va = torch.as_tensor(pb.f_tr), torch.as_tensor(pb.f_va)
+    ydt = torch.long if pb.task == "classification" else torch.float32
+    t_tr, t_va = torch.as_tensor(pb.y_tr, dtype=ydt), torch.as_tensor(pb.y_va, dtype=ydt)
+    scores: dict[float, float] = {}
+    best: tuple[float, float, MLPHead] | None = None
+    for wd in params.mlp_weight_decays:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            head = MLPHead(x_tr.shape[1], params.mlp_hidden, pb.num_outputs)
+        head.mu.copy_(torch.as_tensor(pb.mu))
+        head.sigma.copy_(torch.as_tensor(pb.sigma))
+        if pb.task == "regression":
+            head.out_shift.fill_(float(np.mean(pb.y_tr)))
+            head.out_scale.fill_(float(np.std(pb.y_tr)) + _EPS)
+        _train_mlp(head, (x_tr, t_tr), (x_va, t_va), pb.task, wd, params)
+        with torch.no_grad():
+            scores[wd] = val_metric(pb.task, pb.y_va, head(x_va).numpy())
+        if best is None or scores[wd] > best[0]:
+            best = (scores[wd], wd, head)
+    assert best is not None
+    return FittedHead(best[2], "weight_decay", best[1], scores, best[0])
+
+
+def _mlp_loss(head: MLPHead, x: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    out = head(x)
+    if task == "classification":
+        return F.cross_entropy(out, y)
+    return F.mse_loss(out.squeeze(-1) / head.out_scale, y / head.out_scale)
+
+
+def _train_mlp(
+    head: MLPHead,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    task: str,
+    wd: float,
+    params: FeatureHeadParams,
+) -> None:
+    """Full-batch AdamW; keep the state with the lowest validation loss (early stopping)."""
+    opt = torch.optim.AdamW(head.net.parameters(), lr=params.mlp_lr, weight_decay=wd)
+    best_loss, best_state, waited = float("inf"), copy.deepcopy(head.state_dict()), 0
+    for _ in range(params.mlp_max_epochs):
+        head.train()
+        opt.zero_grad()
+        _mlp_loss(head, *train, task).backward()
+        opt.step()
+        head.eval()
+        with torch.no_grad():
+            loss = float(_mlp_loss(head, *val, task))
+        if loss < best_loss - 1e-7:
+            best_loss, best_state, waited = loss, copy.deepcopy(head.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= params.mlp_patience:
+                break
+    head.load_state_dict(best_state)
+    head.eval()

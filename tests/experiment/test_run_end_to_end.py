@@ -1,0 +1,74 @@
+"""A whole experiment on real data with a tiny CNN: run directory contract, verdict, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from transferkit.errors import CheckpointError
+from transferkit.experiment import run
+from transferkit.experiment.rundir import stage_path
+
+CFG = {
+    "name": "tiny",
+    "data": {"target": "digits", "label_budget": 10, "max_eval_examples": 200},
+    "model": {"backbone": "tk:smallcnn", "backbone_options": {"width": 8, "depth": 2}},
+    "method": {"name": "finetune", "params": {"backbone_lr_mult": 1.0}},
+    "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "mixed_precision": "no",
+              "log_every_steps": 2},
+    "seeds": [0, 1],
+    "bootstrap_samples": 200,
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    run(CFG, out=out, quiet=True)
+    return out
+
+
+def test_run_directory_contract(finished: Path) -> None:
+    for name in ("config.yaml", "metrics.json", "log.jsonl", "report.html"):
+        assert (finished / name).is_file(), name
+    assert (finished / "checkpoints").is_dir()
+    m = json.loads((finished / "metrics.json").read_text())
+    assert m["method"] == "finetune" and m["primary_metric"] == "accuracy"
+    assert set(m["baselines"]) == {"random_init", "pixel_logreg"}
+    assert m["best_baseline"] in m["baselines"]
+    tg = m["transfer_gain"]
+    assert tg["verdict"] in {"positive", "negative", "inconclusive"}
+    lo, hi = tg["ci95"]
+    assert lo <= tg["delta"] <= hi
+    assert m["seeds"] == [0, 1] and len(m["target_per_seed"]) == 2
+    assert 0.0 <= m["target"]["accuracy"] <= 1.0
+    assert len(m["details"]["confusion_matrix"]) == 10
+    resolved = yaml.safe_load((finished / "config.yaml").read_text())
+    assert resolved["train"]["optimizer"] == "adamw"  # defaults filled in
+    lines = [json.loads(x) for x in (finished / "log.jsonl").read_text().splitlines()]
+    assert any("loss" in x for x in lines) and all("run" in x for x in lines)
+
+
+def test_existing_run_is_never_overwritten(finished: Path) -> None:
+    before = (finished / "metrics.json").read_bytes()
+    with pytest.raises(CheckpointError, match="--overwrite"):
+        run(CFG, out=finished, quiet=True)
+    assert (finished / "metrics.json").read_bytes() == before
+
+
+def test_resume_reuses_finished_stages(finished: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished, copy)
+    stage_path(copy, "classical/seed1").unlink()
+    stage_path(copy, "target/seed1").unlink()
+    from transferkit.experiment import resume
+
+    res = resume(copy, quiet=True)
+    old = json.loads((finished / "metrics.json").read_text())
+    assert res.metrics["baselines"]["pixel_logreg"] == old["baselines"]["pixel_logreg"]
+    assert res.metrics["target"]["accuracy"] == pytest.approx(old["target"]["accuracy"])
