@@ -10,7 +10,7 @@
 For each batch size it reports the median over ``--repeats`` runs of the whole pass
 (``prepare`` + ``forward`` under ``torch.inference_mode()``) and of ``forward`` alone::
 
-    .venv/bin/python benchmarks/extract_throughput.py [--batch-sizes 32 64] [--n-texts 512]
+    .venv/bin/python benchmarks/extract_throughput.py [--batch-sizes 32 64] [--channels-last]
 """
 
 from __future__ import annotations
@@ -84,28 +84,38 @@ def load_photos(n: int) -> list[np.ndarray]:
     return [photos[i % len(photos)] for i in range(n)]
 
 
+def _to(x: Any, fmt: torch.memory_format) -> Any:
+    return x.contiguous(memory_format=fmt) if isinstance(x, torch.Tensor) and x.ndim == 4 else x
+
+
 def _timed(fn: Callable[[], None]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
 
 
-def measure(spec: str, x: list[Any], batch_sizes: list[int], repeats: int) -> None:
+def measure(
+    spec: str, x: list[Any], batch_sizes: list[int], repeats: int, channels_last: bool = False
+) -> None:
     """Print examples/s for ``prepare + forward`` and ``forward`` only, per batch size.
 
     The two are timed alternately, ``repeats`` times each, and the medians reported, so a
     machine shared with other jobs slows both alike.
     """
     bb = create_backbone(spec).eval()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        bb = bb.to(memory_format=fmt)
+        spec += " (channels_last)"
     for bs in batch_sizes:
         batches = [x[i : i + bs] for i in range(0, len(x), bs)]
         with torch.inference_mode():
-            prepared = [bb.prepare(b) for b in batches]
+            prepared = [_to(bb.prepare(b), fmt) for b in batches]
             bb(prepared[0])  # warm-up (kernel selection, allocator)
 
             def full(batches: list[Any] = batches) -> None:
                 for b in batches:
-                    bb(bb.prepare(b))
+                    bb(_to(bb.prepare(b), fmt))
 
             def forward_only(prepared: list[Any] = prepared) -> None:
                 for p in prepared:
@@ -129,6 +139,11 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="also time the image model in channels-last memory format",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     texts = load_texts(args.texts)[: args.n_texts]
@@ -138,9 +153,10 @@ def main() -> None:
         f"(mean {mean_words:.1f} words), {args.n_images} photos at 224 px"
     )
     measure("packaged:minilm-l6", texts, args.batch_sizes, args.repeats)
-    measure(
-        "packaged:efficientnet-lite0", load_photos(args.n_images), args.batch_sizes, args.repeats
-    )
+    photos = load_photos(args.n_images)
+    measure("packaged:efficientnet-lite0", photos, args.batch_sizes, args.repeats)
+    if args.channels_last:
+        measure("packaged:efficientnet-lite0", photos, args.batch_sizes, args.repeats, True)
 
 
 if __name__ == "__main__":

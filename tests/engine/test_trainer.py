@@ -354,3 +354,22 @@ def test_method_can_register_callbacks(tmp_path: Path) -> None:
     method = WithCallbacks()
     Trainer(method, make_blobs(16), collate, cfg(), tmp_path, quiet=True).fit()
     assert sorted(method.seen.weights) == [1, 2]
+
+
+@pytest.mark.parametrize(("interval", "expected"), [(0.0, 4), (3600.0, 1)])
+def test_checkpoint_min_interval_skips_young_epoch_checkpoints(
+    tmp_path: Path, interval: float, expected: int
+) -> None:
+    saved: list[str] = []
+
+    class Spy(Callback):
+        def on_checkpoint(self, trainer: Trainer, path: Any) -> None:
+            saved.append(Path(path).name)
+
+    Trainer(
+        make_method(), make_blobs(32), collate,
+        cfg(epochs=3, save_checkpoints=True, checkpoint_min_interval_s=interval),
+        tmp_path, callbacks=[Spy()], quiet=True,
+    ).fit()
+    assert len(saved) == expected  # 3 epoch-end checkpoints + final, or final only
+    assert saved[-1].endswith("-final")

@@ -92,7 +92,10 @@ class HFBackbone(Backbone):
             self.preprocess = image_preprocess(source, self.model.config, kw, self.spec)
         else:
             tok = load_tokenizer(kw.get("tokenizer") or source, kw, self.spec)
-            limit = getattr(self.model.config, "max_position_embeddings", None) or 10**6
+            limit = min(
+                getattr(self.model.config, "max_position_embeddings", None) or 10**6,
+                getattr(tok, "model_max_length", None) or 10**6,
+            )
             self.preprocess = Preprocess(
                 "text", tokenizer=tok, max_length=min(int(kw.get("max_length", 128)), limit)
             )

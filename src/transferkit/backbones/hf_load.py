@@ -8,7 +8,9 @@ unreachable; when that fails too, the error names the offline alternatives.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +109,8 @@ def load_model(source: str, pretrained: bool, kw: dict[str, Any], spec: str) -> 
     src = str(local) if local is not None else source
     try:
         if pretrained:
-            return AutoModel.from_pretrained(src, trust_remote_code=trust, **extra)
+            with _quiet_loading():
+                return AutoModel.from_pretrained(src, trust_remote_code=trust, **extra)
         cfg = AutoConfig.from_pretrained(src, trust_remote_code=trust)
         return AutoModel.from_config(cfg, trust_remote_code=trust)
     except TypeError as exc:
@@ -174,3 +177,17 @@ def image_preprocess(source: str, config: Any, kw: dict[str, Any], spec: str) ->
         interpolation="bilinear",
         extra={"crop_pct": 1.0},
     )
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-tensor "Loading weights" bar (ours reports progress)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

@@ -23,7 +23,14 @@ PRECISIONS = ("no", "bf16", "fp16", "auto")
 
 # Fields that may change between a run and its resume without breaking exactness.
 RESUME_MUTABLE = frozenset(
-    {"log_every_steps", "checkpoint_every_steps", "tensorboard", "num_workers", "save_checkpoints"}
+    {
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "checkpoint_min_interval_s",
+        "tensorboard",
+        "num_workers",
+        "save_checkpoints",
+    }
 )
 
 
@@ -50,8 +57,12 @@ class TrainConfig:
     ``restore_best`` the best weights are put back at the end.
 
     Checkpoints (``save_checkpoints``): every ``checkpoint_every_steps`` optimizer steps
-    and at every epoch end. ``mixed_precision="auto"`` means bf16 on a CUDA device that
-    supports it, otherwise full precision.
+    and at every epoch end, except that an epoch-end checkpoint is skipped when the previous
+    one is less than ``checkpoint_min_interval_s`` seconds old (short epochs of a large
+    model would otherwise spend more time writing optimizer state than training; a
+    resume then restarts from the previous checkpoint, still exactly).
+    ``mixed_precision="auto"`` means bf16 on a CUDA device that supports it, otherwise
+    full precision.
     """
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -81,6 +92,7 @@ class TrainConfig:
     log_every_steps: int = 10
     save_checkpoints: bool = True
     checkpoint_every_steps: int | None = None
+    checkpoint_min_interval_s: float = 0.0
     eval_every_epochs: int = 1
     early_stopping: bool = False
     monitor: str = "val_loss"
@@ -194,6 +206,9 @@ def _check_numbers(c: TrainConfig) -> None:
 
 
 def _check_optional(c: TrainConfig) -> None:
+    v = c.checkpoint_min_interval_s
+    if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+        _fail("checkpoint_min_interval_s", v, "use a number of seconds >= 0")
     for name in ("max_steps", "checkpoint_every_steps"):
         v = getattr(c, name)
         if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):

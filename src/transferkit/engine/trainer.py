@@ -106,6 +106,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch = self.batches_per_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
+        self._last_save = time.monotonic()
 
     def _method_callbacks(self) -> list[Callback]:
         fn = getattr(self.method, "training_callbacks", None)
@@ -384,7 +385,9 @@ class Trainer:
         self.callbacks.call("on_epoch_end", self, record)
         self.epoch += 1
         self.step_in_epoch = 0
-        self._save("epoch")
+        recent = time.monotonic() - self._last_save < self.config.checkpoint_min_interval_s
+        if not recent:
+            self._save("epoch")
 
     def _finish(self) -> TrainResult:
         self.callbacks.call("on_train_end", self)
@@ -407,6 +410,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def _save(self, tag: str, result: TrainResult | None = None) -> None:
+        self._last_save = time.monotonic()
         if not self.saves_checkpoints:
             return
         self._checked(self.tracker.flush)

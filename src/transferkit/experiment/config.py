@@ -82,6 +82,9 @@ class TrainConfigSection(_Strict):
     clip_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "auto"
     checkpoint_every_steps: int | None = Field(None, gt=0)
+    checkpoint_min_interval_s: float = Field(
+        30.0, ge=0, description="skip an epoch-end checkpoint if the last is younger"
+    )
     log_every_steps: int = Field(10, gt=0)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
