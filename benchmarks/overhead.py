@@ -67,6 +67,7 @@ def hand_loop(method: Method, data: TensorDataset, bs: int, lr: float, log_every
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
+        fused=True,  # the Trainer uses torch's fused AdamW too: compare like with like
     )
     method.train()
     for step, batch in enumerate(loader, start=1):

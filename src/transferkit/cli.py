@@ -135,6 +135,36 @@ def report(
         console.print(f"comparison: {compare_runs(run_dirs, out or Path('comparison.html'))}")
 
 
+@app.command()
+def probe(
+    model: Annotated[str, typer.Option("--model", "-m", help="backbone spec")],
+    data: Annotated[str, typer.Option("--data", "-d", help="dataset name or path")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/probe"),
+    head: Annotated[str, typer.Option(help="logreg | ridge | linear_svm | mlp | knn")] = "logreg",
+    label_budget: Annotated[int | None, typer.Option(help="labels per class")] = None,
+    max_examples: Annotated[int, typer.Option(help="subsample the dataset")] = 2000,
+    seed: Annotated[int, typer.Option(help="split seed")] = 0,
+) -> None:
+    """Probe every layer group of a backbone: which depth transfers best to this data?"""
+    from transferkit.diagnostics.probing import run_probe
+
+    res = run_probe(model, data, seed=seed, label_budget=label_budget,
+                    max_examples=max_examples, out_dir=out, head=head)  # type: ignore[arg-type]
+    table = Table(title=f"layer probe: {model} on {data} ({res.head}, val {res.metric})")
+    for col in ("#", "group", "dim", f"val {res.metric}", "fit s"):
+        table.add_column(col)
+    for i, g in enumerate(res.groups):
+        mark = " <- recommended" if i == res.best_index else ""
+        table.add_row(str(i), g + mark, str(res.dims[i]), f"{res.val_metric[i]:.4f}",
+                      f"{res.fit_seconds[i]:.2f}")
+    console.print(table)
+    console.print(
+        f"recommended transfer layer: group {res.best_index} ({res.groups[res.best_index]}); "
+        f"fine-tune with method.params.freeze={res.freeze_to} to keep the layers below it. "
+        f"Wrote {out / 'probe.json'} and {out / 'probe.png'}.", soft_wrap=True,
+    )
+
+
 def _table(title: str, rows: list[dict[str, Any]], main: list[str]) -> None:
     """A compact table of the ``main`` columns, then every other field per row, unwrapped."""
     if not rows:

@@ -64,3 +64,15 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_probe_command_writes_curve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    main(["probe", "--model", "tk:smallcnn", "--data", "digits", "--max-examples", "300",
+          "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "recommended transfer layer" in out
+    res = json.loads((tmp_path / "probe.json").read_text())
+    assert len(res["val_metric"]) == len(res["groups"]) >= 2
+    assert (tmp_path / "probe.png").stat().st_size > 1000

@@ -166,12 +166,12 @@ def assemble_metrics(
         "baselines": {},
         "best_baseline": None,
         "transfer_gain": None,
-        "forgetting": None,
+        "forgetting": target[0]["extra"].get("drift"),
         "details": None,
         "timing": {"total_s": total_s,
                    "stages_s": {k: float(sum(r["seconds"] for r in rs)) for k, rs in recs.items()}},
         "seeds": list(cfg.seeds),
-        "selection": [r["extra"] for r in target],
+        "selection": [{k: v for k, v in r["extra"].items() if k != "drift"} for r in target],
     }
     if task == "classification":
         out["details"] = classification_details(target[0]["outputs"], target[0]["y"],

@@ -7,6 +7,7 @@ Gradient-trained stages checkpoint under ``DIR/checkpoints/<stage>/`` and resume
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass
@@ -16,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.backbones import create_backbone
+from transferkit.backbones import Backbone, create_backbone
 from transferkit.data.loaders import ExampleDataset, collate_with
 from transferkit.data.types import Splits
 from transferkit.diagnostics.metrics import compute_metrics, higher_is_better, primary_metric
 from transferkit.engine import TrainConfig, Trainer, evaluate_predictions
+from transferkit.engine.extract import extract_features
 from transferkit.experiment.baselines import classical_baseline
 from transferkit.experiment.config import ExperimentConfig
 from transferkit.methods import METHODS, Method
@@ -172,13 +174,48 @@ def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict
                    val_scores={str(k): v for k, v in method.val_scores_.items()})
 
 
+def representation_drift_report(
+    start: Backbone, tuned: Backbone, x: Any, batch_size: int, n: int = 500
+) -> dict[str, Any]:
+    """Linear CKA per layer group between the starting and the fine-tuned backbone.
+
+    Computed on (at most ``n``) target test inputs; 1 = representation unchanged (up to
+    rotation and scale), lower = more drift (Kornblith et al. 2019).
+    """
+    from transferkit.diagnostics.cka import representation_drift
+
+    x = x[:n]
+    groups = tuned.layer_groups()
+    idx = list(range(len(groups)))
+    before = extract_features(start, x, batch_size=batch_size, layers=idx)
+    after = extract_features(tuned, x, batch_size=batch_size, layers=idx)
+    return {
+        "kind": "representation_drift",
+        "measure": "linear CKA between starting and fine-tuned features (1 = unchanged)",
+        "n_examples": len(x),
+        "per_group": representation_drift(before, after, [g.name for g in groups]),
+    }
+
+
 def run_target_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
-    """The configured transfer method on the pretrained backbone."""
+    """The configured transfer method on the pretrained backbone.
+
+    For the first seed of a gradient-trained method, the representation drift of every
+    layer group (linear CKA, starting vs fine-tuned) is recorded as ``extra["drift"]``.
+    """
     torch.manual_seed(ctx.seed)
     method = build_method(ctx.cfg, ctx.splits, pretrained=True)
     if method.closed_form:
         return run_closed_form_stage(ctx, stage, method)
-    return run_gradient_stage(ctx, stage, method)
+    start = copy.deepcopy(method.backbone) if ctx.seed == ctx.cfg.seeds[0] else None
+    rec = run_gradient_stage(ctx, stage, method)
+    if start is not None:
+        rec["extra"]["drift"] = {
+            "seed": ctx.seed,
+            **representation_drift_report(start, method.backbone, ctx.splits.test.x,
+                                          ctx.cfg.train.eval_batch_size),
+        }
+    return rec
 
 
 def run_random_init_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
