@@ -76,3 +76,12 @@ def test_probe_command_writes_curve(tmp_path: Path, capsys: pytest.CaptureFixtur
     res = json.loads((tmp_path / "probe.json").read_text())
     assert len(res["val_metric"]) == len(res["groups"]) >= 2
     assert (tmp_path / "probe.png").stat().st_size > 1000
+
+
+def test_text_data_with_image_backbone_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {target: digits}\nmodel: {backbone: packaged:minilm-l6}\nseeds: [0]\n")
+    code, out = _cli(["run", str(cfg), "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert code == 2 and "reads text inputs" in out and "image backbone" in out

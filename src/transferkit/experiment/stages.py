@@ -57,6 +57,26 @@ def _record(outputs: np.ndarray, splits: Splits, t0: float, **extra: Any) -> dic
     }
 
 
+_COMPATIBLE = {"text": "text", "image": "image", "tabular": "vector"}
+
+
+def check_modality(backbone: Backbone, splits: Splits) -> None:
+    """Refuse a backbone that cannot read the data (text model given images, ...)."""
+    from transferkit.errors import ConfigError
+
+    data_mod = splits.train.modality
+    if _COMPATIBLE.get(data_mod) != backbone.modality:
+        examples = {"text": "packaged:minilm-l6 or hf:<encoder>",
+                    "image": "packaged:efficientnet-lite0, timm:<name> or tk:smallcnn",
+                    "tabular": "tk:mlp (backbone_options: {in_features: F})"}
+        raise ConfigError(
+            f"the backbone {backbone.spec!r} reads {backbone.modality} inputs but the "
+            f"dataset {splits.train.name!r} is {data_mod}",
+            where="model.backbone",
+            fix=f"use a {data_mod} backbone, e.g. {examples.get(data_mod, '')}",
+        )
+
+
 def build_method(
     cfg: ExperimentConfig, splits: Splits, *, pretrained: bool, name: str | None = None,
     params: dict[str, Any] | None = None,
@@ -66,6 +86,7 @@ def build_method(
         cfg.model.backbone, pretrained=pretrained and cfg.model.pretrained,
         **cfg.model.backbone_options,
     )
+    check_modality(backbone, splits)
     head = make_head(
         backbone.num_features, num_outputs(splits), cfg.model.head,
         cfg.model.head_hidden, cfg.model.head_dropout,
