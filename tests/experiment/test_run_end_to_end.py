@@ -76,7 +76,7 @@ def test_resume_reuses_finished_stages(finished: Path, tmp_path: Path) -> None:
 
 def test_forgetting_reports_representation_drift(finished: Path) -> None:
     m = json.loads((finished / "metrics.json").read_text())
-    drift = m["forgetting"]
+    drift = m["forgetting"]["representation_drift"]
     assert drift["kind"] == "representation_drift" and drift["n_examples"] > 0
     values = list(drift["per_group"].values())
     assert len(values) >= 2 and all(0.0 <= v <= 1.0 + 1e-9 for v in values)

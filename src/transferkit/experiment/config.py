@@ -40,7 +40,13 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """The backbone and the head put on top of it."""
 
-    backbone: str = Field(description="backbone spec, e.g. timm:resnet18 or packaged:minilm-l6")
+    backbone: str = Field(
+        description="backbone spec, e.g. timm:resnet18 or packaged:minilm-l6; 'source' = "
+        "the fine-tuned backbone of model.source_run"
+    )
+    source_run: str | None = Field(
+        None, description="a finished run whose model is the source (LwF, forgetting report)"
+    )
     backbone_options: dict[str, Any] = Field(default_factory=dict)
     pretrained: bool = True
     head: Literal["linear", "mlp"] = "linear"

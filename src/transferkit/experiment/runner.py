@@ -138,6 +138,22 @@ def _mean_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {k: float(np.mean([r["metrics"][k] for r in records])) for k in keys}
 
 
+def _forgetting(target: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Forgetting report: drift (first seed) and source-task accuracy (mean over seeds)."""
+    found = [r["extra"]["forgetting"] for r in target if r["extra"].get("forgetting")]
+    if not found:
+        return None
+    out = {k: v for k, v in found[0].items() if k == "representation_drift"}
+    src = [f["source_task"] for f in found if "source_task" in f]
+    if src:
+        out["source_task"] = {
+            **src[0],
+            **{k: float(np.mean([s[k] for s in src])) for k in ("before", "after", "drop")},
+            "per_seed_after": [s["after"] for s in src],
+        }
+    return out
+
+
 def assemble_metrics(
     cfg: ExperimentConfig, splits: Splits, recs: dict[str, list[dict[str, Any]]], total_s: float
 ) -> dict[str, Any]:
@@ -166,12 +182,13 @@ def assemble_metrics(
         "baselines": {},
         "best_baseline": None,
         "transfer_gain": None,
-        "forgetting": target[0]["extra"].get("drift"),
+        "forgetting": _forgetting(target),
         "details": None,
         "timing": {"total_s": total_s,
                    "stages_s": {k: float(sum(r["seconds"] for r in rs)) for k, rs in recs.items()}},
         "seeds": list(cfg.seeds),
-        "selection": [{k: v for k, v in r["extra"].items() if k != "drift"} for r in target],
+        "selection": [{k: v for k, v in r["extra"].items() if k != "forgetting"}
+                      for r in target],
     }
     if task == "classification":
         out["details"] = classification_details(target[0]["outputs"], target[0]["y"],

@@ -25,6 +25,12 @@ from transferkit.engine import TrainConfig, Trainer, evaluate_predictions
 from transferkit.engine.extract import extract_features
 from transferkit.experiment.baselines import classical_baseline
 from transferkit.experiment.config import ExperimentConfig
+from transferkit.experiment.source import (
+    SourceRun,
+    forgetting_record,
+    load_source_run,
+    source_accuracy,
+)
 from transferkit.methods import METHODS, Method
 from transferkit.methods.finetune import FinetuneParams
 from transferkit.methods.heads import make_head
@@ -79,21 +85,32 @@ def check_modality(backbone: Backbone, splits: Splits) -> None:
 
 def build_method(
     cfg: ExperimentConfig, splits: Splits, *, pretrained: bool, name: str | None = None,
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None, source: SourceRun | None = None,
 ) -> Method:
-    """Backbone + head + method from the config (``name``/``params`` override the config's)."""
-    backbone = create_backbone(
-        cfg.model.backbone, pretrained=pretrained and cfg.model.pretrained,
-        **cfg.model.backbone_options,
-    )
+    """Backbone + head + method from the config (``name``/``params`` override the config's).
+
+    With ``model.backbone: source`` the backbone is the source run's fine-tuned one (or its
+    architecture, randomly initialised, when ``pretrained`` is False); a method that takes a
+    ``source_head`` (LwF) gets the source run's head.
+    """
+    m = cfg.model
+    if m.backbone == "source":
+        assert source is not None
+        sm = source.config.model
+        backbone = source.backbone() if pretrained else create_backbone(
+            sm.backbone, pretrained=False, **sm.backbone_options)
+    else:
+        backbone = create_backbone(m.backbone, pretrained=pretrained and m.pretrained,
+                                   **m.backbone_options)
     check_modality(backbone, splits)
-    head = make_head(
-        backbone.num_features, num_outputs(splits), cfg.model.head,
-        cfg.model.head_hidden, cfg.model.head_dropout,
-    )
+    head = make_head(backbone.num_features, num_outputs(splits), m.head, m.head_hidden,
+                     m.head_dropout)
     cls = METHODS.get(name or cfg.method.name)
     p = cls.Params.model_validate(cfg.method.params if params is None else params)
-    return cls(backbone, head, splits.train.task, p)
+    kwargs: dict[str, Any] = {}
+    if source is not None and getattr(p, "lwf", None) is not None:
+        kwargs["source_head"] = source.head(backbone.num_features)
+    return cls(backbone, head, splits.train.task, p, **kwargs)
 
 
 def train_config(cfg: ExperimentConfig, seed: int, task: str, lr: float | None) -> TrainConfig:
@@ -225,17 +242,31 @@ def run_target_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
     layer group (linear CKA, starting vs fine-tuned) is recorded as ``extra["drift"]``.
     """
     torch.manual_seed(ctx.seed)
-    method = build_method(ctx.cfg, ctx.splits, pretrained=True)
+    cfg = ctx.cfg
+    source = load_source_run(cfg.model.source_run) if cfg.model.source_run else None
+    method = build_method(cfg, ctx.splits, pretrained=True, source=source)
     if method.closed_form:
         return run_closed_form_stage(ctx, stage, method)
-    start = copy.deepcopy(method.backbone) if ctx.seed == ctx.cfg.seeds[0] else None
+    first = ctx.seed == cfg.seeds[0]
+    start = copy.deepcopy(method.backbone) if first else None
+    bs = cfg.train.eval_batch_size
+    src_head = before = None
+    if source is not None and source.test.task == "classification":
+        src_head = getattr(method, "source_head", None) or source.head(
+            method.backbone.num_features)
+        before = source_accuracy(method.backbone, src_head, source.test, bs)
     rec = run_gradient_stage(ctx, stage, method)
+    forgetting: dict[str, Any] = {}
     if start is not None:
-        rec["extra"]["drift"] = {
+        forgetting["representation_drift"] = {
             "seed": ctx.seed,
-            **representation_drift_report(start, method.backbone, ctx.splits.test.x,
-                                          ctx.cfg.train.eval_batch_size),
+            **representation_drift_report(start, method.backbone, ctx.splits.test.x, bs),
         }
+    if src_head is not None and before is not None:
+        after = source_accuracy(method.backbone, src_head, source.test, bs)
+        forgetting["source_task"] = forgetting_record(before, after, source)
+    if forgetting:
+        rec["extra"]["forgetting"] = forgetting
     return rec
 
 
@@ -243,7 +274,10 @@ def run_random_init_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
     """Same architecture from random initialisation, fully trained with the same budget."""
     torch.manual_seed(ctx.seed)
     params = FinetuneParams(freeze="none", backbone_lr_mult=1.0).model_dump()
-    method = build_method(ctx.cfg, ctx.splits, pretrained=False, name="finetune", params=params)
+    cfg = ctx.cfg
+    source = load_source_run(cfg.model.source_run) if cfg.model.backbone == "source" else None
+    method = build_method(cfg, ctx.splits, pretrained=False, name="finetune", params=params,
+                          source=source)
     return run_gradient_stage(ctx, stage, method, lr=ctx.cfg.baselines.random_init_lr)
 
 

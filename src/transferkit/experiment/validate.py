@@ -33,6 +33,11 @@ def check_semantics(cfg: ExperimentConfig, source: str) -> None:
             fix=f"valid parameters: {', '.join(cls.Params.model_fields) or 'none'} "
             "(`transferkit methods` describes them)",
         ) from None
+    if cfg.model.backbone == "source" and not cfg.model.source_run:
+        raise ConfigError(
+            "model.backbone is 'source' but model.source_run is not set", where=source,
+            fix="set model.source_run to a finished run directory",
+        )
     es = cfg.train.early_stopping
     if cfg.train.max_steps is None and cfg.train.epochs < 1:
         raise ConfigError("train.epochs must be >= 1", where=source)
