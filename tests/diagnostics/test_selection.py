@@ -67,14 +67,24 @@ def test_snd_matches_naive_and_chunking() -> None:
 
 def test_snd_bounds_and_clustered_beats_noise() -> None:
     n = 300
-    clustered, noise = snd_score(_clustered(n, 5, 1)), snd_score(_dirichlet(n, 5, 2))
-    assert clustered > noise + 0.5
+    rng = np.random.default_rng(2)
+    clustered = snd_score(_clustered(n, 5, 1))
+    noise = snd_score(rng.uniform(-1.0, 1.0, size=(n, 5)))  # uniform noise outputs
+    assert clustered > noise + 1.0
     assert 0.0 < noise < clustered <= np.log(n - 1) + 1e-9
     # identical outputs: every neighbour equally close -> maximal entropy log(N - 1)
     assert snd_score(np.tile([0.7, 0.3], (10, 1))) == pytest.approx(np.log(9))
     with pytest.raises(ConfigError):
-        snd_score(noise_probs := _dirichlet(5, 3, 0), temperature=0.0)
-    assert noise_probs.shape == (5, 3)
+        snd_score(_dirichlet(5, 3, 0), temperature=0.0)
+
+
+def test_snd_known_failure_collapsed_outputs_score_high() -> None:
+    """Documented limitation: near-uniform (collapsed) outputs look dense to SND, while
+    entropy flags them. This is why SND should not be the only check."""
+    collapsed = softmax(0.3 * np.random.default_rng(0).normal(size=(300, 5)), axis=1)
+    clustered = _clustered(300, 5, 1)
+    assert snd_score(collapsed) > snd_score(clustered)
+    assert prediction_entropy(collapsed) > prediction_entropy(clustered) + 1.0
 
 
 def test_dev_from_weights_hand_computed() -> None:
@@ -129,8 +139,10 @@ def _candidate(d: dict[str, np.ndarray], probs_v: np.ndarray, probs_t: np.ndarra
     }
 
 
-@pytest.mark.parametrize("criterion", ["dev", "snd", "entropy"])
-@pytest.mark.parametrize("broken_first", [True, False])
+@pytest.mark.parametrize(
+    ("criterion", "broken_first"),
+    [("dev", True), ("snd", True), ("snd", False), ("entropy", True), ("entropy", False)],
+)
 def test_select_best_prefers_good_over_random_checkpoint(
     criterion: str, broken_first: bool
 ) -> None:
@@ -139,7 +151,9 @@ def test_select_best_prefers_good_over_random_checkpoint(
     d = _task(0)
     model = LogisticRegression(max_iter=1000).fit(d["xs"], d["ys"])
     good = _candidate(d, model.predict_proba(d["xv"]), model.predict_proba(d["xt"]))
-    broken = _candidate(d, _dirichlet(200, 5, 1), _dirichlet(300, 5, 2))
+    rng = np.random.default_rng(1)  # a broken checkpoint: random logits, unrelated to x
+    random_v, random_t = (softmax(2.0 * rng.normal(size=(n, 5)), axis=1) for n in (200, 300))
+    broken = _candidate(d, random_v, random_t)
     cands = [broken, good] if broken_first else [good, broken]
     assert select_best(cands, criterion) == (1 if broken_first else 0)
     scores = score_candidates(cands, criterion)

@@ -181,8 +181,9 @@ def _val_groups(runs: list[RunData], labels: list[str]) -> tuple[str | None, dic
     )
     groups: dict[str, dict[str, list]] = {}
     for run, label in zip(runs, labels, strict=True):
+        # A closed-form method (linear probe) has no curves of its own: show none rather
+        # than its baselines' curves under its name.
         mine = {k: c for k, c in run.curves.items() if k.startswith("target") or k == DEFAULT_RUN}
-        mine = mine or run.curves
         groups[label] = {k: c.val.get(key, []) for k, c in sorted(mine.items())} if key else {}
     return key, groups
 
