@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -78,10 +79,8 @@ def test_grows_monotonically_with_a_mean_shift(unbiased: bool) -> None:
         mmd2(f_s, f_t + shift, sigmas=[1.0, 2.0, 4.0], unbiased=unbiased).item()
         for shift in (0.0, 0.5, 1.0, 2.0, 4.0)
     ]
-    assert all(a < b for a, b in zip(values, values[1:], strict=False))
-    joint = [
-        joint_mmd2([f_s], [f_t + s], sigmas=[[1.0, 2.0]]).item() for s in (0.0, 1.0, 3.0)
-    ]
+    assert all(a < b for a, b in itertools.pairwise(values))
+    joint = [joint_mmd2([f_s], [f_t + s], sigmas=[[1.0, 2.0]]).item() for s in (0.0, 1.0, 3.0)]
     assert joint[0] < joint[1] < joint[2]
 
 

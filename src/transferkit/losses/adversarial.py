@@ -237,6 +237,17 @@ class RandomizedMultilinearMap(nn.Module):
         self, in_features: int, num_classes: int, output_dim: int = 1024, seed: int = 0
     ) -> None:
         super().__init__()
+        for name, value in (
+            ("in_features", in_features),
+            ("num_classes", num_classes),
+            ("output_dim", output_dim),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"RandomizedMultilinearMap {name}={value!r} must be a positive integer",
+                    where=f"RandomizedMultilinearMap({name})",
+                    fix="pass the feature dim, the number of classes and e.g. output_dim=1024",
+                )
         gen = torch.Generator().manual_seed(seed)
         self.output_dim = output_dim
         self.register_buffer("r_f", torch.randn(output_dim, in_features, generator=gen))
