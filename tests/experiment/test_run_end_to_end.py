@@ -81,3 +81,18 @@ def test_forgetting_reports_representation_drift(finished: Path) -> None:
     values = list(drift["per_group"].values())
     assert len(values) >= 2 and all(0.0 <= v <= 1.0 + 1e-9 for v in values)
     assert min(values) < 0.999  # fine-tuning moved the representation
+
+
+def test_lora_run_reports_parameter_counts(tmp_path: Path) -> None:
+    doc = {
+        **CFG,
+        "method": {"name": "finetune",
+                   "params": {"backbone_lr_mult": 1.0, "peft": {"kind": "lora", "r": 2}}},
+        "seeds": [0],
+        "baselines": {"enabled": False},
+        "report": False,
+    }
+    res = run(doc, out=tmp_path / "lora", quiet=True)
+    sel = res.metrics["selection"][0]
+    assert 0 < sel["peft"]["trainable"] < sel["peft"]["total"]
+    assert sel["trainable_params_at_start"] < sel["total_params"]

@@ -161,10 +161,17 @@ def run_gradient_stage(
         val_fn=val_fn,
         quiet=ctx.quiet,
     )
+    trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
     result = trainer.fit(resume=ctx.resume)
     outputs = _predict(method, splits.test, prepare, bs)
-    return _record(outputs, splits, t0, steps=result.global_step,
-                   stopped=str(result.stopped_reason), best_epoch=result.best_epoch)
+    extra: dict[str, Any] = {
+        "steps": result.global_step, "stopped": str(result.stopped_reason),
+        "best_epoch": result.best_epoch, "trainable_params_at_start": trainable,
+        "total_params": sum(p.numel() for p in method.parameters()),
+    }
+    if getattr(method, "peft_info_", None):
+        extra["peft"] = dict(method.peft_info_)
+    return _record(outputs, splits, t0, **extra)
 
 
 def finalize_stage_dir(run_dir: Path, stage: str, keep_weights: bool) -> None:
