@@ -50,6 +50,14 @@ METHODS: dict[str, dict[str, Any]] = {
     },
     "lora": {"name": "finetune", "params": {"peft": {"kind": "lora", "r": 8, "alpha": 16}}},
 }
+_COLORS = {  # the same colour for a method in every panel
+    "linear_probe": "tab:green",
+    "finetune": "tab:blue",
+    "gradual_ld": "tab:purple",
+    "lora": "tab:red",
+    "random_init": "tab:brown",
+    "classical": "tab:orange",
+}
 BASELINE_METHOD = "finetune"  # the run that also trains the target-only baselines
 
 
@@ -58,8 +66,13 @@ def text_task(epochs: int, max_eval: int) -> dict[str, Any]:
     return {
         "data": {"target": "sentiment/movies", "max_eval_examples": max_eval},
         "model": {"backbone": "packaged:minilm-l6", "backbone_options": {"max_length": 64}},
-        "train": {"lr": 1e-3, "epochs": epochs, "batch_size": 16, "log_every_steps": 4,
-                  "early_stopping": {"patience": 3}},
+        "train": {
+            "lr": 1e-3,
+            "epochs": epochs,
+            "batch_size": 16,
+            "log_every_steps": 4,
+            "early_stopping": {"patience": 3},
+        },
         "baselines": {"random_init_lr": 3e-4},
         "backbone_lr_mult": {"finetune": 0.05, "gradual_ld": 0.05, "lora": 1.0},
     }
@@ -69,10 +82,17 @@ def image_task(ckpt: Path, cnn: dict[str, Any], epochs: int, max_eval: int) -> d
     """The digits-pretrained CNN on mnist5k (``backbone_spec`` since the file has no spec)."""
     return {
         "data": {"target": "mnist5k", "max_eval_examples": max_eval},
-        "model": {"backbone": f"file:{ckpt}",
-                  "backbone_options": {"backbone_spec": "tk:smallcnn", **cnn}},
-        "train": {"lr": 3e-3, "epochs": epochs, "batch_size": 16, "log_every_steps": 4,
-                  "early_stopping": {"patience": 5}},
+        "model": {
+            "backbone": f"file:{ckpt}",
+            "backbone_options": {"backbone_spec": "tk:smallcnn", **cnn},
+        },
+        "train": {
+            "lr": 3e-3,
+            "epochs": epochs,
+            "batch_size": 16,
+            "log_every_steps": 4,
+            "early_stopping": {"patience": 5},
+        },
         "baselines": {"random_init_lr": 3e-3},
         "backbone_lr_mult": {"finetune": 0.3, "gradual_ld": 0.3, "lora": 1.0, "scratch": 1.0},
     }
@@ -89,20 +109,26 @@ def pretrain_cnn(out: Path, cnn: dict[str, Any], epochs: int) -> Path:
         "data": {"target": "digits"},
         "model": {"backbone": "tk:smallcnn", "backbone_options": cnn},
         "method": {"name": "finetune", "params": {"freeze": "none", "backbone_lr_mult": 1.0}},
-        "train": {"lr": 3e-3, "epochs": epochs, "batch_size": 32,
-                  "early_stopping": {"patience": 5}},
+        "train": {
+            "lr": 3e-3,
+            "epochs": epochs,
+            "batch_size": 32,
+            "early_stopping": {"patience": 5},
+        },
         "baselines": {"enabled": False},
         "seeds": [0],
         "report": False,
     }
     res = transferkit.run(cfg, out=run_dir, overwrite=True, quiet=True)
-    print(f"pretrained on digits: test accuracy {res.metrics['target']['accuracy']:.3f}",
-          flush=True)
+    print(
+        f"pretrained on digits: test accuracy {res.metrics['target']['accuracy']:.3f}", flush=True
+    )
     return ckpt
 
 
-def make_config(task: dict[str, Any], method: str, budget: int, seeds: list[int],
-                name: str) -> dict[str, Any]:
+def make_config(
+    task: dict[str, Any], method: str, budget: int, seeds: list[int], name: str
+) -> dict[str, Any]:
     """One experiment config: ``method`` on ``task`` with ``budget`` labels per class."""
     data = {**task["data"], "label_budget": budget}
     model = copy.deepcopy(task["model"])
@@ -119,9 +145,16 @@ def make_config(task: dict[str, Any], method: str, budget: int, seeds: list[int]
     if model["backbone"].startswith("file:"):
         baselines["random_init"] = False  # see the module docstring
     lr = task["baselines"]["random_init_lr"] if method == "scratch" else task["train"]["lr"]
-    return {"name": name, "data": data, "model": model, "method": spec,
-            "train": {**task["train"], "lr": lr}, "baselines": baselines,
-            "seeds": seeds, "report": False}
+    return {
+        "name": name,
+        "data": data,
+        "model": model,
+        "method": spec,
+        "train": {**task["train"], "lr": lr},
+        "baselines": baselines,
+        "seeds": seeds,
+        "report": False,
+    }
 
 
 def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -133,20 +166,36 @@ def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     res = transferkit.run(cfg, out=run_dir, quiet=True)
-    print(f"  {cfg['name']}: acc {res.metrics['target']['accuracy']:.3f} "
-          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(
+        f"  {cfg['name']}: acc {res.metrics['target']['accuracy']:.3f} "
+        f"({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     return res.metrics
 
 
 def rows_from(task: str, method: str, budget: int, m: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-seed accuracy rows for the method and for any baselines in its metrics."""
-    out = [{"task": task, "method": method, "budget": budget,
+    out = [
+        {
+            "task": task,
+            "method": method,
+            "budget": budget,
             "accuracy": [s["accuracy"] for s in m["target_per_seed"]],
-            "seconds": m["timing"]["stages_s"].get("target")}]
+            "seconds": m["timing"]["stages_s"].get("target"),
+        }
+    ]
     for name, b in (m.get("baselines") or {}).items():
         label = "random_init" if name == "random_init" else f"classical ({name})"
-        out.append({"task": task, "method": label, "budget": budget,
-                    "accuracy": [s["accuracy"] for s in b["per_seed"]], "seconds": None})
+        out.append(
+            {
+                "task": task,
+                "method": label,
+                "budget": budget,
+                "accuracy": [s["accuracy"] for s in b["per_seed"]],
+                "seconds": None,
+            }
+        )
     if method == "scratch":
         out[0]["method"] = "random_init"
     return out
@@ -183,12 +232,22 @@ def plot(rows: list[dict[str, Any]], tasks: dict[str, str], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     for ax, (task, title) in zip(axes[0], tasks.items(), strict=True):
-        for m in dict.fromkeys(r["method"] for r in rows if r["task"] == task):
-            rs = sorted((r for r in rows if r["task"] == task and r["method"] == m),
-                        key=lambda r: r["budget"])
+        for m in sorted(dict.fromkeys(r["method"] for r in rows if r["task"] == task)):
+            rs = sorted(
+                (r for r in rows if r["task"] == task and r["method"] == m),
+                key=lambda r: r["budget"],
+            )
             style = "--" if m.startswith(("random_init", "classical")) else "-"
-            ax.errorbar([r["budget"] for r in rs], [r["mean"] for r in rs],
-                        yerr=[r["std"] for r in rs], label=m, ls=style, marker="o", capsize=3)
+            ax.errorbar(
+                [r["budget"] for r in rs],
+                [r["mean"] for r in rs],
+                yerr=[r["std"] for r in rs],
+                label=m,
+                color=_COLORS.get(m.split(" ")[0], "grey"),
+                ls=style,
+                marker="o",
+                capsize=3,
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("labelled examples per class")
         ax.set_ylabel("test accuracy")
@@ -204,8 +263,21 @@ def plot(rows: list[dict[str, Any]], tasks: dict[str, str], path: Path) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=["text", "image"], choices=["text", "image"])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=list(METHODS),
+        help=f"{BASELINE_METHOD!r} also trains the target-only baselines",
+    )
     p.add_argument("--budgets", nargs="+", type=int, default=[4, 16, 64])
+    p.add_argument(
+        "--image-budgets",
+        nargs="+",
+        type=int,
+        default=None,
+        help="budgets for the image task (default: --budgets)",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=6, help="text task epochs")
     p.add_argument("--image-epochs", type=int, default=15)
@@ -226,10 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     if "image" in a.tasks:
         ckpt = pretrain_cnn(a.out, cnn, a.image_epochs)
         tasks["image"] = image_task(ckpt, cnn, a.image_epochs, a.max_eval)
+    budgets = {"text": a.budgets, "image": a.image_budgets or a.budgets}
     rows: list[dict[str, Any]] = []
-    for budget in a.budgets:
+    for budget in sorted(set(a.budgets) | set(budgets["image"])):
         for tname, task in tasks.items():
-            methods = [BASELINE_METHOD] + [m for m in a.methods if m != BASELINE_METHOD]
+            if budget not in budgets[tname]:
+                continue
+            methods = sorted(a.methods, key=lambda m: m != BASELINE_METHOD)  # baselines first
             if tname == "image":
                 methods.append("scratch")
             for m in methods:
@@ -238,16 +313,18 @@ def main(argv: list[str] | None = None) -> int:
                 metrics = run_one(cfg, a.out / tname / m / f"b{budget}")
                 rows += rows_from(tname, m, budget, metrics)
     rows = summarise(rows)
-    atomic_write_json(a.out / "results.json", {"args": {k: str(v) for k, v in vars(a).items()},
-                                               "rows": rows})
+    atomic_write_json(
+        a.out / "results.json", {"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows}
+    )
     titles = {"text": "MiniLM -> sentiment/movies", "image": "smallcnn(digits) -> mnist5k"}
     for t in tasks:
-        print(f"\n## {titles[t]}\n\n{markdown_table(rows, t, a.budgets)}")
+        print(f"\n## {titles[t]}\n\n{markdown_table(rows, t, budgets[t])}")
     if a.doc is not None:
         img = a.doc.parent / "img" / "data_efficiency.png"
         plot(rows, {t: titles[t] for t in tasks}, img)
-        tables = "\n\n".join(f"### {titles[t]}\n\n{markdown_table(rows, t, a.budgets)}"
-                             for t in tasks)
+        tables = "\n\n".join(
+            f"### {titles[t]}\n\n{markdown_table(rows, t, budgets[t])}" for t in tasks
+        )
         atomic_write_text(a.out / "tables.md", tables + "\n")
     return 0
 

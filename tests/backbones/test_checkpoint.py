@@ -119,3 +119,20 @@ def test_model_built_from_a_config_round_trips(tmp_path: Path) -> None:
     loaded = create_backbone(f"file:{save_backbone(bb, tmp_path / 'vit.safetensors')}")
     assert type(loaded.model) is type(bb.model)
     _same_outputs(bb, loaded, torch.randn(2, 3, 16, 16))
+
+
+def test_file_spec_without_pretrained_is_random_init(tmp_path: Path) -> None:
+    """The target-only baseline of a file: backbone must not reuse the saved weights."""
+    import torch
+
+    from transferkit.backbones import create_backbone, save_backbone
+
+    torch.manual_seed(0)
+    bb = create_backbone("tk:smallcnn", width=8, depth=2)
+    path = save_backbone(bb, tmp_path / "bb.safetensors")
+    same = create_backbone(f"file:{path}")
+    fresh = create_backbone(f"file:{path}", pretrained=False)
+    ref = bb.state_dict()
+    assert all(torch.equal(ref[k], v) for k, v in same.state_dict().items())
+    assert not all(torch.equal(ref[k], v) for k, v in fresh.state_dict().items())
+    assert fresh.state_dict().keys() == ref.keys()

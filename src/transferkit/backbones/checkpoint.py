@@ -91,10 +91,13 @@ def _backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_backbone_file(name: str, pretrained: bool = True, **kw: Any) -> Backbone:
-    """``file:<path>`` -> the saved backbone (``pretrained`` is irrelevant and ignored)."""
+    """``file:<path>`` -> the saved backbone.
+
+    With ``pretrained=False`` the same architecture is built, randomly initialised, and
+    the saved weights are not loaded (the target-only baseline needs exactly that).
+    """
     from transferkit.backbones.factory import create_backbone
 
-    del pretrained
     path = Path(name).expanduser()
     meta, state = _read(path)
     spec = kw.pop("backbone_spec", None) or meta.get("transferkit_spec")
@@ -109,6 +112,8 @@ def load_backbone_file(name: str, pretrained: bool = True, **kw: Any) -> Backbon
     init = json.loads(meta.get("init_kwargs") or "{}")
     init.update(kw)
     backbone = create_backbone(spec, pretrained=False, **init)
+    if not pretrained:
+        return backbone
     fix = "create it with the spec and options it was saved with"
     try:
         result = backbone.load_state_dict(_backbone_state(state), strict=False)
