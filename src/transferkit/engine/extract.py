@@ -17,20 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import send_to_device
 from safetensors.numpy import load_file, save_file
 
 from transferkit.backbones.base import Backbone
+from transferkit.engine.evaluate import module_device
 from transferkit.utils.io import atomic_path
 
 _MEMORY: dict[str, np.ndarray] = {}
-
-
-def _to_device(x: Any, device: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, dict) or hasattr(x, "items"):
-        return {k: _to_device(v, device) for k, v in x.items()}
-    return x
 
 
 def _weights_hash(backbone: Backbone) -> str:
@@ -85,7 +79,7 @@ def _run(
     chunks: list[list[np.ndarray]] = []
     for start in range(0, len(x), batch_size):
         idx = order[start : start + batch_size]
-        batch = _to_device(backbone.prepare(_take(x, idx)), device)
+        batch = send_to_device(backbone.prepare(_take(x, idx)), device)
         if layers is None:
             outs = [backbone(batch)]
         else:
@@ -118,8 +112,7 @@ def extract_features(
         stored = load_file(str(path))
         _MEMORY[key] = [stored[f"f{i}"] for i in range(len(stored))]
     if key not in _MEMORY:
-        dev = torch.device(device) if device is not None else next(
-            (p.device for p in backbone.parameters()), torch.device("cpu"))
+        dev = torch.device(device) if device is not None else module_device(backbone)
         was_training = backbone.training
         backbone.eval()
         try:
