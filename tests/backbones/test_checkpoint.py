@@ -123,10 +123,6 @@ def test_model_built_from_a_config_round_trips(tmp_path: Path) -> None:
 
 def test_file_spec_without_pretrained_is_random_init(tmp_path: Path) -> None:
     """The target-only baseline of a file: backbone must not reuse the saved weights."""
-    import torch
-
-    from transferkit.backbones import create_backbone, save_backbone
-
     torch.manual_seed(0)
     bb = create_backbone("tk:smallcnn", width=8, depth=2)
     path = save_backbone(bb, tmp_path / "bb.safetensors")

@@ -64,6 +64,11 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
     return d
 
 
+def stage_dirname(stage: str) -> str:
+    """A training's folder under ``DIR/checkpoints/`` (``target/seed0`` -> ``target-seed0``)."""
+    return stage.replace("/", "-")
+
+
 def stage_path(run_dir: Path, stage: str) -> Path:
     return run_dir / "stages" / f"{stage.replace('/', '__')}.json"
 

@@ -29,7 +29,12 @@ from transferkit.diagnostics.metrics import (
 from transferkit.diagnostics.verdict import transfer_gain
 from transferkit.experiment import stages
 from transferkit.experiment.config import ExperimentConfig, dump_config, load_config
-from transferkit.experiment.rundir import load_stage, prepare_run_dir, save_stage
+from transferkit.experiment.rundir import (
+    load_stage,
+    prepare_run_dir,
+    save_stage,
+    stage_dirname,
+)
 from transferkit.methods import METHODS
 from transferkit.utils.io import atomic_write_json, atomic_write_text
 
@@ -125,7 +130,7 @@ def _run_stage(
         log(f"{name}: same baseline as an earlier run in this process, reusing")
     else:
         log(f"{name}: training")
-        rec = fn(ctx, name.replace("/", "-"))
+        rec = fn(ctx, stage_dirname(name))
         if memo is not None:
             _BASELINE_MEMO[memo] = rec
     save_stage(ctx.run_dir, name, rec)

@@ -25,6 +25,7 @@ from transferkit.engine import TrainConfig, Trainer, evaluate_predictions
 from transferkit.engine.extract import extract_features
 from transferkit.experiment.baselines import classical_baseline
 from transferkit.experiment.config import ExperimentConfig
+from transferkit.experiment.rundir import stage_dirname
 from transferkit.experiment.source import (
     SourceRun,
     forgetting_record,
@@ -185,7 +186,7 @@ def finalize_stage_dir(run_dir: Path, stage: str, keep_weights: bool) -> None:
 
     from transferkit.engine import CheckpointStore
 
-    work = run_dir / "checkpoints" / stage.replace("/", "-")
+    work = run_dir / "checkpoints" / stage_dirname(stage)
     ckpts = work / "checkpoints"
     if not ckpts.is_dir():
         return
