@@ -102,6 +102,28 @@ class BaselinesConfig(_Strict):
     random_init: bool = Field(True, description="same architecture, random init, same budget")
     classical: bool = Field(True, description="TF-IDF/pixel logistic regression, boosting")
     random_init_lr: float | None = Field(None, gt=0, description="lr for the random-init run")
+    source_only: bool = Field(
+        True, description="domain adaptation: the same model trained on the source only"
+    )
+    target_only: bool = Field(
+        True, description="domain adaptation: fine-tuned on the labelled target training split"
+    )
+
+
+class AdaptationConfig(_Strict):
+    """Domain adaptation: label-free checkpoint selection and domain-gap diagnostics."""
+
+    selector: Literal["dev", "snd", "entropy", "source_val"] = Field(
+        "dev",
+        description="label-free checkpoint criterion: dev (importance-weighted source "
+        "validation risk, You et al. 2019), snd (soft neighbourhood density), entropy "
+        "(target prediction entropy) or source_val (source validation accuracy)",
+    )
+    selection_examples: int = Field(
+        500, ge=20, description="examples per domain the selectors read at every epoch"
+    )
+    domain_gap: bool = Field(True, description="proxy A-distance, MMD and 2-D plots")
+    gap_examples: int = Field(1000, ge=20, description="examples per domain for the gap")
 
 
 class ExperimentConfig(_Strict):
@@ -113,6 +135,7 @@ class ExperimentConfig(_Strict):
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfigSection = Field(default_factory=TrainConfigSection)
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
+    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     bootstrap_samples: int = Field(2000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1)

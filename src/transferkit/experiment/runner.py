@@ -27,8 +27,9 @@ from transferkit.diagnostics.metrics import (
     primary_metric,
 )
 from transferkit.diagnostics.verdict import transfer_gain
-from transferkit.experiment import stages
+from transferkit.experiment import da_stages, stages
 from transferkit.experiment.config import ExperimentConfig, dump_config, load_config
+from transferkit.experiment.domains import load_source_splits
 from transferkit.experiment.rundir import (
     load_stage,
     prepare_run_dir,
@@ -40,7 +41,12 @@ from transferkit.utils.io import atomic_write_json, atomic_write_text
 
 BASELINE_INFO = {
     "random_init": "same architecture from random initialisation, same data and budget",
+    "source_only": "same backbone fine-tuned on the labelled source only, tested on the target",
+    "target_only": "same backbone fine-tuned on the labelled target training split "
+    "(uses target labels: a reference, not the comparator)",
 }
+#: the baseline the verdict compares with, per method family (default: the best baseline)
+COMPARATOR = {"domain-adaptation": "source_only"}
 # Baseline records shared between runs in one process (the demo runs several methods on
 # the same data): key = hash of everything the baseline depends on.
 _BASELINE_MEMO: dict[str, dict[str, Any]] = {}
@@ -101,18 +107,42 @@ def load_splits(cfg: ExperimentConfig, seed: int) -> Splits:
 def _baseline_key(cfg: ExperimentConfig, kind: str, seed: int) -> str:
     parts = {"kind": kind, "seed": seed, "data": cfg.data.model_dump(mode="json"),
              "baselines": cfg.baselines.model_dump(mode="json")}
-    if kind == "random_init":
+    if kind in ("random_init", "source_only", "target_only"):
         parts.update(model=cfg.model.model_dump(mode="json"),
                      train=cfg.train.model_dump(mode="json"))
+    if kind in ("source_only", "target_only"):
+        parts["lr_mult"] = getattr(stages.build_params(cfg), "backbone_lr_mult", 0.1)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _stage_plan(cfg: ExperimentConfig) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
+def _family(cfg: ExperimentConfig) -> str:
+    return METHODS.get(cfg.method.name).family
+
+
+def _stage_plan(
+    cfg: ExperimentConfig, splits: Splits
+) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
+    if _family(cfg) == "domain-adaptation":
+        return _da_plan(cfg, splits)
     plan: list[tuple[str, Callable[..., dict[str, Any]]]] = [("target", stages.run_target_stage)]
     if cfg.baselines.enabled and cfg.baselines.random_init:
         plan.append(("random_init", stages.run_random_init_stage))
     if cfg.baselines.enabled and cfg.baselines.classical:
         plan.append(("classical", stages.run_classical_stage))
+    return plan
+
+
+def _da_plan(
+    cfg: ExperimentConfig, splits: Splits
+) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
+    b = cfg.baselines
+    plan: list[tuple[str, Callable[..., dict[str, Any]]]] = [
+        ("target", da_stages.run_adapted_stage)
+    ]
+    if b.enabled and b.source_only:
+        plan.append(("source_only", da_stages.run_source_only_stage))
+    if b.enabled and b.target_only and splits.train.labelled:
+        plan.append(("target_only", da_stages.run_target_only_stage))
     return plan
 
 
@@ -159,6 +189,36 @@ def _forgetting(target: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return out
 
 
+_OWN_KEYS = frozenset({"forgetting", "oracle", "domain_gap"})
+
+
+def _label_free_summary(
+    cfg: ExperimentConfig, target: Sequence[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Label-free checkpoint selection vs the oracle (DA runs), mean over seeds."""
+    per = [r["extra"].get("oracle") or {} for r in target]
+    if not all(p.get("oracle_test") is not None for p in per):
+        return None
+    sel = [float(r["metrics"]["accuracy"]) for r in target]
+    orc = [float(p["oracle_test"]) for p in per]
+    return {
+        "criterion": cfg.adaptation.selector,
+        "metric": "accuracy",
+        "selected": float(np.mean(sel)),
+        "oracle": float(np.mean(orc)),
+        "gap": float(np.mean(orc) - np.mean(sel)),
+        "per_seed": [
+            {"seed": s, "selected": a, "oracle": o, "selected_epoch": p.get("selected_epoch"),
+             "oracle_epoch": p.get("oracle_epoch")}
+            for s, a, o, p in zip(cfg.seeds, sel, orc, per, strict=True)
+        ],
+        "epochs_first_seed": per[0].get("epochs", []),
+        "note": "selected = checkpoint picked by the label-free criterion; oracle = best "
+        "target-test accuracy over the evaluated epochs (reads test labels: an upper bound "
+        "shown only to expose the cost of selecting without labels)",
+    }
+
+
 def assemble_metrics(
     cfg: ExperimentConfig, splits: Splits, recs: dict[str, list[dict[str, Any]]], total_s: float
 ) -> dict[str, Any]:
@@ -192,15 +252,24 @@ def assemble_metrics(
         "timing": {"total_s": total_s,
                    "stages_s": {k: float(sum(r["seconds"] for r in rs)) for k, rs in recs.items()}},
         "seeds": list(cfg.seeds),
-        "selection": [{k: v for k, v in r["extra"].items() if k != "forgetting"}
+        "selection": [{k: v for k, v in r["extra"].items() if k not in _OWN_KEYS}
                       for r in target],
     }
+    lf = _label_free_summary(cfg, target)
+    if lf:
+        out["label_free_selection"] = lf
+    gap = target[0]["extra"].get("domain_gap")
+    if gap:
+        out["domain_gap"] = gap
     if task == "classification":
         out["details"] = classification_details(target[0]["outputs"], target[0]["y"],
                                                 splits.train.classes or [])
     if baselines:
         sign = 1 if higher_is_better(pm) else -1
-        best = max(baselines, key=lambda n: sign * baselines[n][pm])
+        comparator = [n for n in baselines if baselines[n]["_kind"] == COMPARATOR.get(
+            out["family"])]
+        best = comparator[0] if comparator else max(
+            baselines, key=lambda n: sign * baselines[n][pm])
         kind = baselines[best]["_kind"]
         runs = [{"y": t["y"], "transfer": t["outputs"], "baseline": b["outputs"]}
                 for t, b in zip(target, recs[kind], strict=True)]
@@ -256,8 +325,9 @@ def run(
     splits = None
     for seed in cfg.seeds:
         splits = load_splits(cfg, seed)
-        ctx = stages.StageContext(cfg, splits, seed, run_dir, resume, quiet)
-        for kind, fn in _stage_plan(cfg):
+        source = load_source_splits(cfg, seed, splits) if cfg.data.source is not None else None
+        ctx = stages.StageContext(cfg, splits, seed, run_dir, resume, quiet, source)
+        for kind, fn in _stage_plan(cfg, splits):
             recs.setdefault(kind, []).append(_run_stage(ctx, kind, fn, say))
     assert splits is not None
     merge_logs(run_dir)

@@ -47,13 +47,17 @@ class StageContext:
     run_dir: Path
     resume: bool
     quiet: bool
+    source: Splits | None = None  # the labelled source domain (domain adaptation only)
 
 
 def num_outputs(splits: Splits) -> int:
     return splits.train.num_classes if splits.train.task == "classification" else 1
 
 
-def _record(outputs: np.ndarray, splits: Splits, t0: float, **extra: Any) -> dict[str, Any]:
+def make_record(
+    outputs: np.ndarray, splits: Splits, t0: float, **extra: Any
+) -> dict[str, Any]:
+    """A stage record: test outputs, labels, metrics, seconds and ``extra`` details."""
     y = splits.test.y
     return {
         "outputs": np.asarray(outputs, dtype=np.float32),
@@ -114,6 +118,11 @@ def build_method(
     return cls(backbone, head, splits.train.task, p, **kwargs)
 
 
+def build_params(cfg: ExperimentConfig) -> Any:
+    """The configured method's validated parameter object."""
+    return METHODS.get(cfg.method.name).Params.model_validate(cfg.method.params)
+
+
 def train_config(cfg: ExperimentConfig, seed: int, task: str, lr: float | None) -> TrainConfig:
     """The engine's TrainConfig from the experiment's ``train`` section."""
     t = cfg.train
@@ -134,7 +143,7 @@ def train_config(cfg: ExperimentConfig, seed: int, task: str, lr: float | None) 
     )
 
 
-def _predict(method: Method, ds: Any, prepare: Any, batch_size: int) -> np.ndarray:
+def predict(method: Method, ds: Any, prepare: Any, batch_size: int) -> np.ndarray:
     outputs, _ = evaluate_predictions(method, ExampleDataset(ds), collate_with(prepare), batch_size)
     return np.asarray(outputs, dtype=np.float32)
 
@@ -150,7 +159,7 @@ def run_gradient_stage(
     task = splits.train.task
 
     def val_fn(m: Method) -> dict[str, float]:
-        out = _predict(m, splits.val, prepare, bs)
+        out = predict(m, splits.val, prepare, bs)
         return {f"val_{k}": v for k, v in compute_metrics(out, splits.val.y, task).items()}
 
     trainer = Trainer(
@@ -164,7 +173,7 @@ def run_gradient_stage(
     )
     trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
     result = trainer.fit(resume=ctx.resume)
-    outputs = _predict(method, splits.test, prepare, bs)
+    outputs = predict(method, splits.test, prepare, bs)
     extra: dict[str, Any] = {
         "steps": result.global_step, "stopped": str(result.stopped_reason),
         "best_epoch": result.best_epoch, "trainable_params_at_start": trainable,
@@ -172,7 +181,7 @@ def run_gradient_stage(
     }
     if getattr(method, "peft_info_", None):
         extra["peft"] = dict(method.peft_info_)
-    return _record(outputs, splits, t0, **extra)
+    return make_record(outputs, splits, t0, **extra)
 
 
 def finalize_stage_dir(run_dir: Path, stage: str, keep_weights: bool) -> None:
@@ -215,7 +224,7 @@ def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict
     with atomic_path(ctx.run_dir / "checkpoints" / stage / "head.safetensors") as tmp:
         save_file({k: v.contiguous() for k, v in method.head.state_dict().items()}, str(tmp),
                   metadata={"backbone": ctx.cfg.model.backbone})
-    return _record(outputs.numpy(), splits, t0, head=method.hparams.head,
+    return make_record(outputs.numpy(), splits, t0, head=method.hparams.head,
                    selected={method.selected_param_: method.selected_strength_},
                    val_scores={str(k): v for k, v in method.val_scores_.items()})
 
@@ -294,5 +303,5 @@ def run_classical_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     s = ctx.splits
     res = classical_baseline(s.train, s.val, s.test)
-    return _record(res.test_outputs, s, t0, name=res.name, description=res.description,
+    return make_record(res.test_outputs, s, t0, name=res.name, description=res.description,
                    **res.selected)

@@ -47,3 +47,32 @@ def check_semantics(cfg: ExperimentConfig, source: str) -> None:
             where=source,
             fix='use "auto" or a name like "val_accuracy", "val_macro_f1", "val_r2"',
         )
+    _check_domains(cfg, cls.family, source)
+
+
+def _check_domains(cfg: ExperimentConfig, family: str, source: str) -> None:
+    """A domain-adaptation method needs ``data.source``; other methods must not get one."""
+    if family == "domain-adaptation" and cfg.data.source is None:
+        raise ConfigError(
+            f"method {cfg.method.name!r} adapts from a labelled source domain, but "
+            "data.source is not set",
+            where=f"{source}: data.source",
+            fix="set data.source to the labelled source dataset (e.g. data.source: digits "
+            "with data.target: mnist5k), or choose a fine-tuning method",
+        )
+    if family != "domain-adaptation" and cfg.data.source is not None:
+        raise ConfigError(
+            f"data.source is set but method {cfg.method.name!r} ({family}) does not use a "
+            "source domain",
+            where=f"{source}: data.source",
+            fix="remove data.source, or choose a domain-adaptation method "
+            "(`transferkit methods` lists them: dann, dan, cdan, mcc, ...)",
+        )
+    if family == "domain-adaptation" and cfg.model.backbone == "source":
+        raise ConfigError(
+            "domain adaptation starts from a pretrained backbone spec, not model.backbone: "
+            "source",
+            where=f"{source}: model.backbone",
+            fix="name the backbone (e.g. packaged:minilm-l6, or file:<weights> with "
+            "backbone_options.backbone_spec)",
+        )

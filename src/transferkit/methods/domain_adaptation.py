@@ -49,6 +49,15 @@ class DAParams(MethodParams):
 
     trade_off: float = Field(1.0, ge=0, description="weight lambda of the transfer loss")
     backbone_lr_mult: float = Field(0.1, gt=0, description="backbone lr = lr * this")
+    mcc_weight: float = Field(
+        0.0, ge=0, description="add Minimum Class Confusion on target logits (e.g. DANN+MCC)"
+    )
+    mcc_temperature: float = Field(2.5, gt=0, description="temperature of the added MCC term")
+    peft: dict[str, Any] | None = Field(
+        None,
+        description="adapt through adapters only {kind: lora|ia3|loha, r, alpha, ...} "
+        "(e.g. LoRA + DANN); they train at lr*backbone_lr_mult",
+    )
 
 
 def _concat(x_s: Any, x_t: Any) -> Any:
@@ -94,6 +103,11 @@ class DomainAdaptationMethod(SupervisedMethod):
                 fix="use a classification dataset, or finetune for regression",
             )
         super().__init__(backbone, head, task, params)
+        self.peft_info_: dict[str, Any] | None = None
+        if getattr(params, "peft", None) is not None:
+            from transferkit.methods.finetune import _apply_peft
+
+            self.peft_info_ = _apply_peft(backbone, params.peft)  # type: ignore[attr-defined]
 
     def forward_domains(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(f_s [B_s, D], f_t [B_t, D], logits_s [B_s, C], logits_t [B_t, C])``."""
@@ -120,12 +134,22 @@ class DomainAdaptationMethod(SupervisedMethod):
         cls = F.cross_entropy(logits_s, batch["y"].long())
         transfer, extras = self.transfer_loss(f_s, f_t, logits_s, logits_t)
         loss = cls + self.hparams.trade_off * transfer
+        loss, more = self.add_mcc(loss, logits_t)
         return {
             "loss": loss,
             "cls_loss": cls.detach(),
             "transfer_loss": transfer.detach(),
             **extras,
+            **more,
         }
+
+    def add_mcc(self, loss: Tensor, logits_t: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``loss + mcc_weight * MCC(logits_t)`` when ``mcc_weight > 0`` (a combination)."""
+        w = float(getattr(self.hparams, "mcc_weight", 0.0))
+        if w <= 0:
+            return loss, {}
+        mcc = mcc_loss(logits_t, self.hparams.mcc_temperature)
+        return loss + w * mcc, {"mcc_loss": mcc.detach()}
 
     def extra_groups(self) -> list[tuple[str, nn.Module]]:
         """``(group name, module)`` pairs trained at ``base_lr`` besides the head."""

@@ -33,6 +33,8 @@ KNOWN_KEYS = frozenset(
         "details",
         "timing",
         "seeds",
+        "label_free_selection",
+        "domain_gap",
     }
 )
 MAX_ROWS = 100

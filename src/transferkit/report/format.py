@@ -157,7 +157,9 @@ def verdict_sentence(gain: Any, baselines: Any = None, primary: str | None = Non
     name = gain.get("baseline")
     info = baselines.get(name) if isinstance(baselines, dict) and name is not None else None
     against = "the best target-only baseline"
-    if name is not None:
+    if name == "source_only":
+        against = "the source-only model (no adaptation)"
+    elif name is not None:
         against += f" ({baseline_label(str(name), info)})"
     delta = float(gain["delta"])
     amount = f"{fmt_delta(metric, delta)} {delta_unit(metric)}"

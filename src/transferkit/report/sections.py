@@ -94,7 +94,8 @@ def verdict_banner(run: RunData) -> str:
     if target is not None and isinstance(best, dict) and is_number(best.get(metric)):
         how.append(
             f"Target {metric_label(metric)} {fmt_metric(metric, target)} vs "
-            f"{fmt_metric(metric, best[metric])} for the best baseline."
+            f"{fmt_metric(metric, best[metric])} for "
+            + ("source-only." if gain.get("baseline") == "source_only" else "the best baseline.")
         )
     if gain and gain.get("method"):
         how.append(f"Interval: {gain['method']}.")
@@ -141,8 +142,11 @@ def metrics_table(run: RunData) -> str:
         "Metrics on the target test set",
         h.table(header, rows, classes, tid="metrics-table"),
         h.note(
-            "Means over seeds. Bold: best value in each column. Baselines "
-            "are trained on the target data alone."
+            "Means over seeds. Bold: best value in each column. "
+            + ("Domain adaptation: the verdict compares with the source-only model; "
+               "target_only uses target labels and is a reference only."
+               if "source_only" in baselines else
+               "Baselines are trained on the target data alone.")
         ),
         sid="metrics",
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transferkit.report import adaptation as da
 from transferkit.report import html as h
 from transferkit.report import sections as s
 from transferkit.report.extras import extra_sections
@@ -33,6 +34,8 @@ def render_report(run: RunData) -> str:
         s.per_seed_table(run),
         s.curves_section(run),
         s.details_section(run),
+        da.selection_section(run),
+        da.domain_gap_section(run),
         h.cards([s.timing_section(run), *extra_sections(run.metrics)]),
         s.config_section(run),
     ]

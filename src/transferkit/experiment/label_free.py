@@ -1,0 +1,186 @@
+"""Per-epoch label-free validation of a domain-adaptation training.
+
+At the end of every epoch :class:`LabelFreeValidator` runs the model on three small,
+fixed subsets — source train, source validation (labelled) and target validation
+(labels hidden) — and returns every criterion at once:
+
+* ``val_dev_risk`` — DEV, importance-weighted source validation risk (You et al. 2019);
+* ``val_snd`` — soft neighbourhood density of the target predictions (Saito et al. 2021);
+* ``val_entropy`` — mean target prediction entropy;
+* ``val_source_accuracy`` — plain source validation accuracy.
+
+The configured one (``adaptation.selector``) is what early stopping monitors and what
+picks the restored checkpoint. Oracle values computed with target labels are returned
+under ``val_oracle_*`` names for the report only: they never steer training or selection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import send_to_device
+from torch.utils.data import DataLoader
+
+from transferkit.data.loaders import ExampleDataset, collate_with
+from transferkit.data.types import Dataset, Splits
+from transferkit.diagnostics.metrics import compute_metrics
+from transferkit.diagnostics.selection import dev_risk, prediction_entropy, snd_score
+from transferkit.engine.evaluate import module_device
+from transferkit.methods import Method
+
+#: selector -> (monitored val key, early-stopping mode)
+SELECTOR_KEYS: dict[str, tuple[str, str]] = {
+    "dev": ("val_dev_risk", "min"),
+    "snd": ("val_snd", "max"),
+    "entropy": ("val_entropy", "min"),
+    "source_val": ("val_source_accuracy", "max"),
+}
+
+
+def features_and_logits(
+    method: Method, x: Any, prepare: Callable[[Any], Any], batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled backbone features ``[N, D]`` and head logits ``[N, C]`` in input order.
+
+    Uses ``method.features_and_logits`` when a method defines one (e.g. a method whose
+    prediction is not ``head(backbone(x))``), otherwise ``head(backbone(x))``.
+    """
+    ds = Dataset("eval", "vector", x, None)
+    loader = DataLoader(
+        ExampleDataset(ds, with_labels=False),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collate_with(prepare),
+    )
+    device = module_device(method)
+    own = getattr(method, "features_and_logits", None)
+    feats, logits = [], []
+    was_training = method.training
+    method.eval()
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                xb = send_to_device(batch["x"], device)
+                if callable(own):
+                    f, z = own(xb)
+                else:
+                    f = method.backbone(xb)
+                    z = method.head(f)
+                feats.append(f.float().cpu())
+                logits.append(z.float().cpu())
+    finally:
+        method.train(was_training)
+    return torch.cat(feats).numpy(), torch.cat(logits).numpy()
+
+
+def _take(ds: Dataset, n: int, seed: int) -> Dataset:
+    if len(ds) <= n:
+        return ds
+    idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
+    return ds.subset(idx)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def per_example_ce(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Cross-entropy of each row: ``-log softmax(z_i)[y_i]``, shape ``[N]``."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(y)), y.astype(np.int64)]
+
+
+class LabelFreeValidator:
+    """``val_fn`` for the trainer: every label-free criterion plus the hidden oracle.
+
+    Args:
+        source: the labelled source splits (train subset for DEV's density ratio, val).
+        target: the target splits; ``target.val`` inputs feed the criteria, its labels
+            and ``target.test`` give the oracle values only.
+        prepare: the backbone's input preparation.
+        n: examples per subset (source train, source val, target val).
+        oracle_test: also evaluate the target test split every epoch (``val_oracle_test_*``)
+            so the report can show the best checkpoint an oracle would have picked.
+    """
+
+    def __init__(
+        self,
+        source: Splits,
+        target: Splits,
+        prepare: Callable[[Any], Any],
+        *,
+        batch_size: int,
+        n: int = 500,
+        seed: int = 0,
+        oracle_test: bool = True,
+    ) -> None:
+        self.src_train = _take(source.train, n, seed)
+        self.src_val = _take(source.val, n, seed + 1)
+        self.tgt_val = _take(target.val, n, seed + 2)
+        self.test = target.test if oracle_test else None
+        self.prepare, self.bs, self.seed = prepare, batch_size, seed
+
+    def __call__(self, method: Method) -> dict[str, float]:
+        run = lambda ds: features_and_logits(method, ds.x, self.prepare, self.bs)  # noqa: E731
+        f_tr, _ = run(self.src_train)
+        f_va, z_va = run(self.src_val)
+        f_t, z_t = run(self.tgt_val)
+        assert self.src_val.y is not None
+        y_va = np.asarray(self.src_val.y)
+        probs_t = _softmax(z_t.astype(np.float64))
+        out = {
+            "val_source_accuracy": float((z_va.argmax(1) == y_va).mean()),
+            "val_entropy": prediction_entropy(probs_t),
+            "val_snd": snd_score(probs_t),
+            "val_dev_risk": dev_risk(f_tr, f_va, per_example_ce(z_va, y_va), f_t, seed=self.seed),
+        }
+        if self.tgt_val.y is not None:
+            out["val_oracle_target_val_accuracy"] = float(
+                (z_t.argmax(1) == np.asarray(self.tgt_val.y)).mean()
+            )
+        if self.test is not None and self.test.y is not None:
+            _, z_te = run(self.test)
+            for k, v in compute_metrics(z_te, self.test.y, "classification").items():
+                out[f"val_oracle_test_{k}"] = float(v)
+        return out
+
+
+def oracle_summary(
+    history: list[dict[str, Any]], metric: str, selector_key: str, mode: str, best_epoch: int | None
+) -> dict[str, Any]:
+    """Per-epoch criterion vs oracle test metric, the oracle's pick and the selected pick.
+
+    ``oracle`` is the best target-test value over evaluated epochs (it reads test labels:
+    an upper bound no deployment can reach); ``selected_epoch`` is the label-free pick.
+    """
+    key = f"val_oracle_test_{metric}"
+    rows = [r for r in history if key in r and selector_key in r]
+    if not rows:
+        return {}
+    best = max(rows, key=lambda r: r[key])
+    return {
+        "criterion_key": selector_key,
+        "criterion_mode": mode,
+        "selected_epoch": best_epoch,
+        "oracle_epoch": int(best["epoch"]),
+        "oracle_test": float(best[key]),
+        "epochs": [
+            {
+                "epoch": int(r["epoch"]),
+                "criterion": float(r[selector_key]),
+                "test": float(r[key]),
+                **{
+                    k.removeprefix("val_"): float(r[k])
+                    for k in ("val_dev_risk", "val_snd", "val_entropy", "val_source_accuracy")
+                    if k in r
+                },
+            }
+            for r in rows
+        ],
+    }
