@@ -164,7 +164,9 @@ def oracle_summary(
     if not rows:
         return {}
     best = max(rows, key=lambda r: r[key])
+    chosen = [r for r in rows if r["epoch"] == best_epoch] or rows[-1:]
     return {
+        "selected_criterion": float(chosen[0][selector_key]),
         "criterion_key": selector_key,
         "criterion_mode": mode,
         "selected_epoch": best_epoch,

@@ -209,7 +209,7 @@ def _label_free_summary(
         "gap": float(np.mean(orc) - np.mean(sel)),
         "per_seed": [
             {"seed": s, "selected": a, "oracle": o, "selected_epoch": p.get("selected_epoch"),
-             "oracle_epoch": p.get("oracle_epoch")}
+             "oracle_epoch": p.get("oracle_epoch"), "criterion": p.get("selected_criterion")}
             for s, a, o, p in zip(cfg.seeds, sel, orc, per, strict=True)
         ],
         "epochs_first_seed": per[0].get("epochs", []),
