@@ -35,6 +35,23 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     max_examples: int | None = Field(None, gt=1, description="subsample the dataset first")
     max_eval_examples: int | None = Field(None, gt=1, description="cap val/test sizes")
+    task_sampling: Literal["proportional", "round_robin", "temperature"] = Field(
+        "proportional", description="multi-task: how batches mix tasks from different datasets"
+    )
+    sampling_temperature: float = Field(2.0, gt=0, description="T of temperature sampling")
+
+
+class TaskConfig(_Strict):
+    """One task of a multi-task run (``tasks:``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="identifier")
+    data: str | dict[str, Any] | None = Field(None, description="dataset; default data.target")
+    data_options: dict[str, Any] = Field(default_factory=dict)
+    derive: Literal["parity", "greater_than"] | None = Field(
+        None, description="derive labels from numeric classes: parity, or > threshold"
+    )
+    threshold: float = 4.0
+    weight: float = Field(1.0, gt=0, description="static loss weight (before the weighting)")
 
 
 class ModelConfig(_Strict):
@@ -136,6 +153,9 @@ class ExperimentConfig(_Strict):
     train: TrainConfigSection = Field(default_factory=TrainConfigSection)
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
+    tasks: list[TaskConfig] | None = Field(
+        None, description="multi-task runs: the tasks (each trained alone as its baseline)"
+    )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     bootstrap_samples: int = Field(2000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1)

@@ -36,6 +36,7 @@ from transferkit.experiment.rundir import (
     save_stage,
     stage_dirname,
 )
+from transferkit.experiment.subsets import cap
 from transferkit.methods import METHODS
 from transferkit.utils.io import atomic_write_json, atomic_write_text
 
@@ -70,24 +71,6 @@ class Result:
         return tg["verdict"] if tg else None
 
 
-def _cap(ds: Any, n: int | None, seed: int, per_class: int | None = None) -> Any:
-    """Deterministic subsample: at most ``per_class`` per class, then at most ``n`` overall."""
-    rng = np.random.default_rng(seed + 7919)
-    idx = rng.permutation(len(ds))
-    if per_class is not None and ds.y is not None and ds.task == "classification":
-        counts: dict[int, int] = {}
-        keep = []
-        for i in idx:
-            c = int(ds.y[i])
-            if counts.get(c, 0) < per_class:
-                counts[c] = counts.get(c, 0) + 1
-                keep.append(i)
-        idx = np.asarray(keep, dtype=np.int64)
-    if n is not None:
-        idx = idx[:n]
-    return ds if len(idx) == len(ds) and per_class is None else ds.subset(np.sort(idx))
-
-
 def load_splits(cfg: ExperimentConfig, seed: int) -> Splits:
     """The target splits for one seed, with the validation labels limited like the budget.
 
@@ -99,8 +82,8 @@ def load_splits(cfg: ExperimentConfig, seed: int) -> Splits:
         d.target, seed=seed, label_budget=d.label_budget, val_fraction=d.val_fraction,
         test_fraction=d.test_fraction, max_examples=d.max_examples, **d.target_options,
     )
-    splits.val = _cap(splits.val, d.max_eval_examples, seed, per_class=d.label_budget)
-    splits.test = _cap(splits.test, d.max_eval_examples, seed)
+    splits.val = cap(splits.val, d.max_eval_examples, seed, per_class=d.label_budget)
+    splits.test = cap(splits.test, d.max_eval_examples, seed)
     return splits
 
 

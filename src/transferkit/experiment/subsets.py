@@ -1,0 +1,39 @@
+"""Deterministic evaluation subsets: cap a split's size (and its examples per class)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transferkit.data.types import Dataset
+
+
+def cap_positions(
+    ds: Dataset, n: int | None, seed: int, per_class: int | None = None
+) -> np.ndarray | None:
+    """Sorted positions of at most ``per_class`` per class, then at most ``n`` overall.
+
+    None when nothing is dropped. The draw depends on ``seed`` only, so every task that
+    shares the rows of ``ds`` can take the same positions.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    idx = rng.permutation(len(ds))
+    if per_class is not None and ds.y is not None and ds.task == "classification":
+        counts: dict[int, int] = {}
+        keep = []
+        for i in idx:
+            c = int(ds.y[i])
+            if counts.get(c, 0) < per_class:
+                counts[c] = counts.get(c, 0) + 1
+                keep.append(i)
+        idx = np.asarray(keep, dtype=np.int64)
+    if n is not None:
+        idx = idx[:n]
+    if len(idx) == len(ds) and per_class is None:
+        return None
+    return np.sort(idx)
+
+
+def cap(ds: Dataset, n: int | None, seed: int, per_class: int | None = None) -> Dataset:
+    """``ds`` restricted to :func:`cap_positions` (unchanged when nothing is dropped)."""
+    pos = cap_positions(ds, n, seed, per_class)
+    return ds if pos is None else ds.subset(pos)
