@@ -2,6 +2,7 @@
 
 from transferkit.methods import (  # noqa: F401  (registration)
     da_adversarial,
+    da_shallow,
     domain_adaptation,
     finetune,
     linear_probe,
