@@ -3,6 +3,7 @@
 from transferkit.methods import (  # noqa: F401  (registration)
     da_adversarial,
     da_shallow,
+    distill,
     domain_adaptation,
     finetune,
     linear_probe,
