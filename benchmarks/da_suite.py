@@ -154,6 +154,66 @@ def feature_file(out: Path, domain: str) -> Path:
     return path
 
 
+SHALLOW = ("linear_probe", "coral", "subspace_alignment")
+
+
+def shallow_rows(out: Path, seeds: list[int], pairs: list[str] | None) -> list[dict[str, Any]]:
+    """Closed-form methods on the frozen MiniLM features, fitted directly (no training).
+
+    ``linear_probe`` fitted on the source is the shallow source-only reference; ``coral``
+    and ``subspace_alignment`` are the registered methods' own ``fit_features`` (C chosen
+    on source validation), given the unlabelled target training features.
+    """
+    import torch
+
+    from transferkit.backbones import create_backbone
+    from transferkit.data import load_dataset
+    from transferkit.experiment.subsets import cap
+    from transferkit.methods.heads import make_head
+
+    rows = []
+    files = {d: feature_file(out, d) for d in DOMAINS}
+    for src, tgt in itertools.permutations(DOMAINS, 2):
+        if pairs and f"{src}->{tgt}" not in pairs:
+            continue
+        acc: dict[str, list[float]] = {m: [] for m in SHALLOW}
+        for seed in seeds:
+            s = load_dataset(str(files[src]), seed=seed)
+            t = load_dataset(str(files[tgt]), seed=seed)
+            test = cap(t.test, 500, seed)
+            for name in SHALLOW:
+                cls = METHODS.get(name)
+                bb = create_backbone("tk:mlp", in_features=384, hidden=[384])
+                m = cls(bb, make_head(384, 2), "classification", cls.Params())
+                kw = {} if name == "linear_probe" else {"f_target": t.train.x}
+                m.fit_features(s.train.x, s.train.y, s.val.x, s.val.y, **kw)
+                with torch.no_grad():
+                    pred = m.head(torch.as_tensor(test.x)).argmax(-1).numpy()
+                acc[name].append(float((pred == test.y).mean()))
+        base = acc["linear_probe"]
+        for name in SHALLOW:
+            rows.append(
+                {
+                    "setup": "text-shallow",
+                    "pair": f"{src}->{tgt}",
+                    "method": name,
+                    "selected": acc[name],
+                    "oracle": [],
+                    "criterion": [],
+                    "source_only": base,
+                    "target_only": [],
+                    "verdict": None,
+                    "seconds": None,
+                }
+            )
+        print(
+            f"  shallow {src}->{tgt}: "
+            + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in acc.items()),
+            flush=True,
+        )
+    return rows
+
+
 def make_config(
     setup: dict[str, Any], src: str, tgt: str, label: str, seeds: list[int]
 ) -> dict[str, Any]:
@@ -273,7 +333,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--setups", nargs="+", default=["image", "text"], choices=["image", "text", "text-ft"]
+        "--setups",
+        nargs="+",
+        default=["image", "text"],
+        choices=["image", "text", "text-ft", "text-shallow"],
     )
     p.add_argument("--methods", nargs="+", default=list(METHOD_GRID))
     p.add_argument("--pairs", nargs="+", default=None, help="only these SRC->TGT pairs")
@@ -282,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", type=Path, default=None)
     a = p.parse_args(argv)
     rows: list[dict[str, Any]] = []
-    for name in a.setups:
+    if "text-shallow" in a.setups:
+        rows += shallow_rows(a.out, a.seeds, a.pairs)
+    for name in [n for n in a.setups if n != "text-shallow"]:
         setup = {"image": image_setup, "text": lambda: text_setup(a.out), "text-ft": text_ft_setup}[
             name
         ]()

@@ -81,8 +81,9 @@ def run(
     """Run an experiment from a YAML config and write its run directory."""
     from transferkit.experiment import run as run_experiment
 
-    res = run_experiment(config, out=out, overrides=set_ or [], overwrite=overwrite,
-                         quiet=quiet, log=_say)
+    res = run_experiment(
+        config, out=out, overrides=set_ or [], overwrite=overwrite, quiet=quiet, log=_say
+    )
     print_verdict(res.metrics, res.run_dir)
 
 
@@ -96,8 +97,9 @@ def demo(
     """Run the embedded default experiment: MiniLM on tweets, linear probe vs fine-tuning."""
     from transferkit.experiment.demo import run_demo
 
-    results, comparison = run_demo(out, overrides=set_ or [], overwrite=overwrite,
-                                   quiet=quiet, log=_say)
+    results, comparison = run_demo(
+        out, overrides=set_ or [], overwrite=overwrite, quiet=quiet, log=_say
+    )
     console.rule("verdicts")
     for r in results:
         print_verdict(r.metrics, r.run_dir)
@@ -127,12 +129,34 @@ def report(
 
     for d in run_dirs:
         if not (d / "metrics.json").is_file():
-            raise TransferkitError(f"{str(d)!r} has no metrics.json", where=str(d),
-                                   fix="pass a finished run directory")
+            raise TransferkitError(
+                f"{str(d)!r} has no metrics.json", where=str(d), fix="pass a finished run directory"
+            )
     if len(run_dirs) == 1 and out is None:
         console.print(f"report: {write_report(run_dirs[0])}")
     else:
         console.print(f"comparison: {compare_runs(run_dirs, out or Path('comparison.html'))}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="onnx | torchscript | safetensors")
+    ] = "onnx",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output file")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Export a run's final model (the student of a distillation run), checked vs PyTorch."""
+    from transferkit.experiment.export_run import export_run
+
+    rec = export_run(run_dir, format, out, overwrite=overwrite)
+    console.print(f"exported {rec['format']}: {rec['path']} ({rec['size_bytes']:,} bytes)")
+    if rec.get("max_abs_diff") is not None:
+        console.print(
+            f"checked against PyTorch on 2 test examples: max |difference| "
+            f"{rec['max_abs_diff']:.2e} (tolerance 1e-4)"
+        )
 
 
 @app.command()
@@ -148,20 +172,33 @@ def probe(
     """Probe every layer group of a backbone: which depth transfers best to this data?"""
     from transferkit.diagnostics.probing import run_probe
 
-    res = run_probe(model, data, seed=seed, label_budget=label_budget,
-                    max_examples=max_examples, out_dir=out, head=head)  # type: ignore[arg-type]
+    res = run_probe(
+        model,
+        data,
+        seed=seed,
+        label_budget=label_budget,
+        max_examples=max_examples,
+        out_dir=out,
+        head=head,
+    )  # type: ignore[arg-type]
     table = Table(title=f"layer probe: {model} on {data} ({res.head}, val {res.metric})")
     for col in ("#", "group", "dim", f"val {res.metric}", "fit s"):
         table.add_column(col)
     for i, g in enumerate(res.groups):
         mark = " <- recommended" if i == res.best_index else ""
-        table.add_row(str(i), g + mark, str(res.dims[i]), f"{res.val_metric[i]:.4f}",
-                      f"{res.fit_seconds[i]:.2f}")
+        table.add_row(
+            str(i),
+            g + mark,
+            str(res.dims[i]),
+            f"{res.val_metric[i]:.4f}",
+            f"{res.fit_seconds[i]:.2f}",
+        )
     console.print(table)
     console.print(
         f"recommended transfer layer: group {res.best_index} ({res.groups[res.best_index]}); "
         f"fine-tune with method.params.freeze={res.freeze_to} to keep the layers below it. "
-        f"Wrote {out / 'probe.json'} and {out / 'probe.png'}.", soft_wrap=True,
+        f"Wrote {out / 'probe.json'} and {out / 'probe.png'}.",
+        soft_wrap=True,
     )
 
 
@@ -236,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(2 if code == 1 else code)
         raise
+
 
 if __name__ == "__main__":
     main()

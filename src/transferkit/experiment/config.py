@@ -71,6 +71,22 @@ class ModelConfig(_Strict):
     head_dropout: float = Field(0.0, ge=0, lt=1)
 
 
+class TeacherConfig(_Strict):
+    """Distillation: the teacher, trained by the run on the target labels or taken from a run."""
+
+    backbone: str | None = Field(
+        None, description="teacher backbone spec, fine-tuned on the target by this run"
+    )
+    backbone_options: dict[str, Any] = Field(default_factory=dict)
+    run: str | None = Field(None, description="a finished transferkit run whose model teaches")
+    lr: float | None = Field(None, gt=0, description="teacher lr (default train.lr)")
+    backbone_lr_mult: float = Field(0.1, gt=0, description="teacher backbone lr multiplier")
+    head: Literal["linear", "mlp"] = "linear"
+    cache_outputs: bool = Field(
+        True, description="run the teacher once over the training set and reuse its outputs"
+    )
+
+
 class MethodConfig(_Strict):
     """The algorithm (``transferkit methods`` lists them) and its parameters."""
 
@@ -153,6 +169,10 @@ class ExperimentConfig(_Strict):
     train: TrainConfigSection = Field(default_factory=TrainConfigSection)
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
+    teacher: TeacherConfig | None = Field(None, description="distillation: the teacher")
+    deployment: bool = Field(
+        True, description="distillation: measure size, latency and throughput of the models"
+    )
     tasks: list[TaskConfig] | None = Field(
         None, description="multi-task runs: the tasks (each trained alone as its baseline)"
     )

@@ -27,7 +27,7 @@ from transferkit.diagnostics.metrics import (
     primary_metric,
 )
 from transferkit.diagnostics.verdict import transfer_gain
-from transferkit.experiment import da_stages, stages
+from transferkit.experiment import da_stages, kd_stages, stages
 from transferkit.experiment.config import ExperimentConfig, dump_config, load_config
 from transferkit.experiment.domains import load_source_splits
 from transferkit.experiment.rundir import (
@@ -45,9 +45,10 @@ BASELINE_INFO = {
     "source_only": "same backbone fine-tuned on the labelled source only, tested on the target",
     "target_only": "same backbone fine-tuned on the labelled target training split "
     "(uses target labels: a reference, not the comparator)",
+    "student_labels_only": "the student architecture fine-tuned on the labels alone",
 }
 #: the baseline the verdict compares with, per method family (default: the best baseline)
-COMPARATOR = {"domain-adaptation": "source_only"}
+COMPARATOR = {"domain-adaptation": "source_only", "distillation": "student_labels_only"}
 # Baseline records shared between runs in one process (the demo runs several methods on
 # the same data): key = hash of everything the baseline depends on.
 _BASELINE_MEMO: dict[str, dict[str, Any]] = {}
@@ -79,8 +80,13 @@ def load_splits(cfg: ExperimentConfig, seed: int) -> Splits:
     """
     d = cfg.data
     splits = load_dataset(
-        d.target, seed=seed, label_budget=d.label_budget, val_fraction=d.val_fraction,
-        test_fraction=d.test_fraction, max_examples=d.max_examples, **d.target_options,
+        d.target,
+        seed=seed,
+        label_budget=d.label_budget,
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+        max_examples=d.max_examples,
+        **d.target_options,
     )
     splits.val = cap(splits.val, d.max_eval_examples, seed, per_class=d.label_budget)
     splits.test = cap(splits.test, d.max_eval_examples, seed)
@@ -88,12 +94,19 @@ def load_splits(cfg: ExperimentConfig, seed: int) -> Splits:
 
 
 def _baseline_key(cfg: ExperimentConfig, kind: str, seed: int) -> str:
-    parts = {"kind": kind, "seed": seed, "data": cfg.data.model_dump(mode="json"),
-             "baselines": cfg.baselines.model_dump(mode="json")}
-    if kind in ("random_init", "source_only", "target_only"):
-        parts.update(model=cfg.model.model_dump(mode="json"),
-                     train=cfg.train.model_dump(mode="json"))
-    if kind in ("source_only", "target_only"):
+    parts = {
+        "kind": kind,
+        "seed": seed,
+        "data": cfg.data.model_dump(mode="json"),
+        "baselines": cfg.baselines.model_dump(mode="json"),
+    }
+    if kind in ("random_init", "source_only", "target_only", "teacher", "student_labels_only"):
+        parts.update(
+            model=cfg.model.model_dump(mode="json"), train=cfg.train.model_dump(mode="json")
+        )
+    if kind == "teacher":
+        parts["teacher"] = cfg.teacher.model_dump(mode="json") if cfg.teacher else None
+    if kind in ("source_only", "target_only", "student_labels_only"):
         parts["lr_mult"] = getattr(stages.build_params(cfg), "backbone_lr_mult", 0.1)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -107,6 +120,8 @@ def _stage_plan(
 ) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
     if _family(cfg) == "domain-adaptation":
         return _da_plan(cfg, splits)
+    if _family(cfg) == "distillation":
+        return _kd_plan(cfg)
     plan: list[tuple[str, Callable[..., dict[str, Any]]]] = [("target", stages.run_target_stage)]
     if cfg.baselines.enabled and cfg.baselines.random_init:
         plan.append(("random_init", stages.run_random_init_stage))
@@ -129,6 +144,19 @@ def _da_plan(
     return plan
 
 
+def _kd_plan(cfg: ExperimentConfig) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
+    b = cfg.baselines
+    plan: list[tuple[str, Callable[..., dict[str, Any]]]] = [
+        ("teacher", kd_stages.run_teacher_stage),
+        ("target", kd_stages.run_distill_stage),
+    ]
+    if b.enabled:
+        plan.append(("student_labels_only", kd_stages.run_student_labels_stage))
+    if b.enabled and b.classical:
+        plan.append(("classical", stages.run_classical_stage))
+    return plan
+
+
 def _run_stage(
     ctx: stages.StageContext, kind: str, fn: Callable[..., dict[str, Any]], log: Callable
 ) -> dict[str, Any]:
@@ -137,7 +165,8 @@ def _run_stage(
     if rec is not None:
         log(f"{name}: already finished, reusing")
         return rec
-    memo = _baseline_key(ctx.cfg, kind, ctx.seed) if kind != "target" else None
+    # the teacher is reloaded from this run's own checkpoints, so it is never shared
+    memo = _baseline_key(ctx.cfg, kind, ctx.seed) if kind not in ("target", "teacher") else None
     if memo is not None and memo in _BASELINE_MEMO:
         rec = _BASELINE_MEMO[memo]
         log(f"{name}: same baseline as an earlier run in this process, reusing")
@@ -147,7 +176,7 @@ def _run_stage(
         if memo is not None:
             _BASELINE_MEMO[memo] = rec
     save_stage(ctx.run_dir, name, rec)
-    stages.finalize_stage_dir(ctx.run_dir, name, keep_weights=kind == "target")
+    stages.finalize_stage_dir(ctx.run_dir, name, keep_weights=kind in ("target", "teacher"))
     return rec
 
 
@@ -172,7 +201,7 @@ def _forgetting(target: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return out
 
 
-_OWN_KEYS = frozenset({"forgetting", "oracle", "domain_gap"})
+_OWN_KEYS = frozenset({"forgetting", "oracle", "domain_gap", "deployment"})
 
 
 def _label_free_summary(
@@ -191,8 +220,14 @@ def _label_free_summary(
         "oracle": float(np.mean(orc)),
         "gap": float(np.mean(orc) - np.mean(sel)),
         "per_seed": [
-            {"seed": s, "selected": a, "oracle": o, "selected_epoch": p.get("selected_epoch"),
-             "oracle_epoch": p.get("oracle_epoch"), "criterion": p.get("selected_criterion")}
+            {
+                "seed": s,
+                "selected": a,
+                "oracle": o,
+                "selected_epoch": p.get("selected_epoch"),
+                "oracle_epoch": p.get("oracle_epoch"),
+                "criterion": p.get("selected_criterion"),
+            }
             for s, a, o, p in zip(cfg.seeds, sel, orc, per, strict=True)
         ],
         "epochs_first_seed": per[0].get("epochs", []),
@@ -215,8 +250,12 @@ def assemble_metrics(
             continue
         name = rs[0]["extra"].get("name", kind)
         desc = rs[0]["extra"].get("description", BASELINE_INFO.get(kind, ""))
-        baselines[name] = {**_mean_metrics(rs), "description": desc,
-                           "per_seed": [r["metrics"] for r in rs], "_kind": kind}
+        baselines[name] = {
+            **_mean_metrics(rs),
+            "description": desc,
+            "per_seed": [r["metrics"] for r in rs],
+            "_kind": kind,
+        }
     out: dict[str, Any] = {
         "method": cfg.method.name,
         "family": METHODS.get(cfg.method.name).family,
@@ -232,30 +271,36 @@ def assemble_metrics(
         "transfer_gain": None,
         "forgetting": _forgetting(target),
         "details": None,
-        "timing": {"total_s": total_s,
-                   "stages_s": {k: float(sum(r["seconds"] for r in rs)) for k, rs in recs.items()}},
+        "timing": {
+            "total_s": total_s,
+            "stages_s": {k: float(sum(r["seconds"] for r in rs)) for k, rs in recs.items()},
+        },
         "seeds": list(cfg.seeds),
-        "selection": [{k: v for k, v in r["extra"].items() if k not in _OWN_KEYS}
-                      for r in target],
+        "selection": [{k: v for k, v in r["extra"].items() if k not in _OWN_KEYS} for r in target],
     }
     lf = _label_free_summary(cfg, target)
     if lf:
         out["label_free_selection"] = lf
-    gap = target[0]["extra"].get("domain_gap")
-    if gap:
-        out["domain_gap"] = gap
+    for key in ("domain_gap", "deployment"):
+        if target[0]["extra"].get(key):
+            out[key] = target[0]["extra"][key]
     if task == "classification":
-        out["details"] = classification_details(target[0]["outputs"], target[0]["y"],
-                                                splits.train.classes or [])
+        out["details"] = classification_details(
+            target[0]["outputs"], target[0]["y"], splits.train.classes or []
+        )
     if baselines:
         sign = 1 if higher_is_better(pm) else -1
-        comparator = [n for n in baselines if baselines[n]["_kind"] == COMPARATOR.get(
-            out["family"])]
-        best = comparator[0] if comparator else max(
-            baselines, key=lambda n: sign * baselines[n][pm])
+        comparator = [
+            n for n in baselines if baselines[n]["_kind"] == COMPARATOR.get(out["family"])
+        ]
+        best = (
+            comparator[0] if comparator else max(baselines, key=lambda n: sign * baselines[n][pm])
+        )
         kind = baselines[best]["_kind"]
-        runs = [{"y": t["y"], "transfer": t["outputs"], "baseline": b["outputs"]}
-                for t, b in zip(target, recs[kind], strict=True)]
+        runs = [
+            {"y": t["y"], "transfer": t["outputs"], "baseline": b["outputs"]}
+            for t, b in zip(target, recs[kind], strict=True)
+        ]
         gain = transfer_gain(runs, pm, task, cfg.confidence, cfg.bootstrap_samples)
         out["best_baseline"] = best
         out["transfer_gain"] = {**gain, "baseline": best, "metric": pm}

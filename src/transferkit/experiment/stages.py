@@ -91,6 +91,7 @@ def check_modality(backbone: Backbone, splits: Splits) -> None:
 def build_method(
     cfg: ExperimentConfig, splits: Splits, *, pretrained: bool, name: str | None = None,
     params: dict[str, Any] | None = None, source: SourceRun | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Method:
     """Backbone + head + method from the config (``name``/``params`` override the config's).
 
@@ -112,7 +113,7 @@ def build_method(
                      m.head_dropout)
     cls = METHODS.get(name or cfg.method.name)
     p = cls.Params.model_validate(cfg.method.params if params is None else params)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(extra or {})
     if source is not None and getattr(p, "lwf", None) is not None:
         kwargs["source_head"] = source.head(backbone.num_features)
     return cls(backbone, head, splits.train.task, p, **kwargs)
@@ -149,9 +150,14 @@ def predict(method: Method, ds: Any, prepare: Any, batch_size: int) -> np.ndarra
 
 
 def run_gradient_stage(
-    ctx: StageContext, stage: str, method: Method, lr: float | None = None
+    ctx: StageContext, stage: str, method: Method, lr: float | None = None,
+    train_dataset: Any = None,
 ) -> dict[str, Any]:
-    """Train ``method`` with the Trainer (early stopping on val), predict the test split."""
+    """Train ``method`` with the Trainer (early stopping on val), predict the test split.
+
+    ``train_dataset`` replaces the default items ``(x, y)`` of the training split (e.g.
+    examples with cached teacher outputs).
+    """
     t0 = time.perf_counter()
     cfg, splits = ctx.cfg, ctx.splits
     prepare = method.backbone.prepare
@@ -164,7 +170,7 @@ def run_gradient_stage(
 
     trainer = Trainer(
         method,
-        ExampleDataset(splits.train),
+        train_dataset if train_dataset is not None else ExampleDataset(splits.train),
         collate_with(prepare),
         train_config(cfg, ctx.seed, task, lr),
         ctx.run_dir / "checkpoints" / stage,

@@ -48,6 +48,26 @@ def check_semantics(cfg: ExperimentConfig, source: str) -> None:
             fix='use "auto" or a name like "val_accuracy", "val_macro_f1", "val_r2"',
         )
     _check_domains(cfg, cls.family, source)
+    _check_teacher(cfg, cls.family, source)
+
+
+def _check_teacher(cfg: ExperimentConfig, family: str, source: str) -> None:
+    """Distillation needs exactly one teacher (a spec to train, or a finished run)."""
+    t = cfg.teacher
+    if family != "distillation":
+        if t is not None:
+            raise ConfigError(
+                f"a teacher is set but method {cfg.method.name!r} ({family}) does not distil",
+                where=f"{source}: teacher", fix="remove teacher:, or use method: distill",
+            )
+        return
+    if t is None or (t.backbone is None) == (t.run is None):
+        raise ConfigError(
+            "distillation needs a teacher: set exactly one of teacher.backbone (fine-tuned "
+            "on the target by this run) and teacher.run (a finished run)",
+            where=f"{source}: teacher",
+            fix="e.g. teacher: {backbone: packaged:minilm-l6} with model.backbone: tk:mlp ...",
+        )
 
 
 def _check_domains(cfg: ExperimentConfig, family: str, source: str) -> None:
