@@ -1,7 +1,9 @@
 """The Trainer: runs any :class:`~transferkit.methods.base.Method` with exact resume.
 
 It knows nothing about algorithms: per micro-batch it calls
-``method.training_step(batch) -> {"loss": tensor, other scalars}``, builds the optimizer
+``method.training_step(batch) -> {"loss": tensor, other scalars}`` and back-propagates the
+loss (or, when the method has a callable ``manual_backward``, calls
+``manual_backward(outputs, accelerator)`` instead; see ``_manual_step``), builds the optimizer
 from ``method.param_groups(base_lr)`` and calls ``val_fn(method) -> {metric: value}`` at
 epoch ends. Everything device-, precision- and process-related is Hugging Face
 Accelerate (``engine.accel``).
@@ -251,9 +253,13 @@ class Trainer:
 
     def _micro_step(self, batch: Any) -> None:
         acc, clip = self.accelerator, self.config.clip_grad_norm
+        manual = getattr(self.method, "manual_backward", None)
         with acc.accumulate(self._model):
-            outputs = self._model(batch)
-            acc.backward(self._loss_of(outputs))
+            if callable(manual):
+                outputs = self._manual_step(batch, manual)
+            else:
+                outputs = self._model(batch)
+                acc.backward(self._loss_of(outputs))
             if acc.sync_gradients:
                 if clip is not None:
                     outputs = {**outputs, "grad_norm": acc.clip_grad_norm_(self._params, clip)}
@@ -263,6 +269,21 @@ class Trainer:
         self.tracker.add(outputs, self.global_step + 1)
         if acc.sync_gradients:
             self._after_optimizer_step()
+
+    def _manual_step(self, batch: Any, manual: Callable[..., Any]) -> Any:
+        """Forward under ``no_sync`` and let the method write ``.grad`` itself.
+
+        For methods that need several backward passes per step (multi-task gradient
+        surgery): ``manual_backward(outputs, accelerator)`` replaces
+        ``accelerator.backward(loss)``; it must scale by the accumulation steps, and leave
+        ``.grad`` averaged over processes when ``accelerator.sync_gradients`` (DDP's own
+        reducer is kept out of it). The scalars it returns join the step's outputs.
+        """
+        with self.accelerator.no_sync(self._model):
+            outputs = self._model(batch)
+            self._loss_of(outputs)
+            extra = manual(outputs, self.accelerator)
+        return {**outputs, **extra} if extra else outputs
 
     def _optimizer_step(self) -> None:
         """Step and zero the optimizer (called only when gradients are synchronised).

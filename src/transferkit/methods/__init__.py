@@ -1,12 +1,15 @@
 """Registered training algorithms (``transferkit methods`` lists them)."""
 
 from transferkit.methods import (  # noqa: F401  (registration)
+    da_adda,
     da_adversarial,
+    da_reconstruction,
     da_shallow,
     distill,
     domain_adaptation,
     finetune,
     linear_probe,
+    multitask,
 )
 from transferkit.methods.base import METHODS, Method, MethodParams, register_method
 

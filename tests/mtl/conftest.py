@@ -1,0 +1,17 @@
+"""One intra-op thread for these tiny models: on a shared, busy CPU, OpenMP barriers between
+two threads cost far more than the (tiny) parallel work saves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
