@@ -89,8 +89,11 @@ def classical_baseline(train: Dataset, val: Dataset, test: Dataset) -> Classical
     """
     task = train.task
     if train.modality == "tabular":
-        cls = HistGradientBoostingClassifier if task == "classification" else (
-            HistGradientBoostingRegressor)
+        cls = (
+            HistGradientBoostingClassifier
+            if task == "classification"
+            else (HistGradientBoostingRegressor)
+        )
         model = cls(random_state=0).fit(np.asarray(train.x), train.y)
         out = _outputs(model, np.asarray(test.x), task)
         name, desc, sel = "gradient_boosting", "histogram gradient boosting on raw features", {}
@@ -105,8 +108,10 @@ def classical_baseline(train: Dataset, val: Dataset, test: Dataset) -> Classical
             name, desc = "pixel_logreg", "standardised raw pixels + logistic regression"
             build = lambda s: make_pipeline(StandardScaler(), _linear(task, s))  # noqa: E731
         if task == "regression":
-            name, desc = name.replace("logreg", "ridge"), desc.replace(
-                "logistic regression", "ridge regression")
+            name, desc = (
+                name.replace("logreg", "ridge"),
+                desc.replace("logistic regression", "ridge regression"),
+            )
         _, strength, model = _select(build, xs, train, val)
         out = _outputs(model, xs[2], task)
         sel = {"strength": strength}

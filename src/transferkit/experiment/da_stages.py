@@ -159,7 +159,7 @@ def run_closed_form_da(ctx: stages.StageContext, stage: str, method: Method) -> 
 
 
 def _finetune_params(ctx: stages.StageContext) -> dict[str, Any]:
-    mult = getattr(stages.build_params(ctx.cfg), "backbone_lr_mult", 0.1)
+    mult = stages.backbone_lr_mult(ctx.cfg, 0.1)
     return FinetuneParams(backbone_lr_mult=mult).model_dump()
 
 

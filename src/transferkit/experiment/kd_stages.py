@@ -124,7 +124,7 @@ def run_distill_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
 def run_student_labels_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
     """The same student architecture fine-tuned on the labels alone (the comparator)."""
     torch.manual_seed(ctx.seed)
-    mult = getattr(stages.build_params(ctx.cfg), "backbone_lr_mult", 1.0)
+    mult = stages.backbone_lr_mult(ctx.cfg, 1.0)
     method = stages.build_method(
         ctx.cfg,
         ctx.splits,

@@ -78,7 +78,8 @@ def derive_labels(ds: Dataset, task: TaskConfig) -> Dataset:
     if len(np.unique(y)) < 2:
         raise DataError(
             f"task {task.name!r}: derived labels have a single class",
-            where=f"tasks[{task.name}].threshold", fix="choose a threshold inside the range",
+            where=f"tasks[{task.name}].threshold",
+            fix="choose a threshold inside the range",
         )
     return replace(ds, y=y, classes=classes, task="classification")
 

@@ -58,7 +58,8 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
         (d / MARKER).write_text("transferkit run directory\n")
     except OSError as exc:
         raise CheckpointError(
-            f"cannot create run directory: {exc.strerror}", where=str(d),
+            f"cannot create run directory: {exc.strerror}",
+            where=str(d),
             fix="choose a writable --out",
         ) from None
     return d

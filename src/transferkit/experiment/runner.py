@@ -27,9 +27,11 @@ from transferkit.diagnostics.metrics import (
     primary_metric,
 )
 from transferkit.diagnostics.verdict import transfer_gain
-from transferkit.experiment import da_stages, kd_stages, stages
+from transferkit.experiment import da_stages, kd_stages, mtl_stages, stages
 from transferkit.experiment.config import ExperimentConfig, dump_config, load_config
 from transferkit.experiment.domains import load_source_splits
+from transferkit.experiment.mtl_metrics import assemble_multitask
+from transferkit.experiment.multitask_data import load_task_splits
 from transferkit.experiment.rundir import (
     load_stage,
     prepare_run_dir,
@@ -104,10 +106,17 @@ def _baseline_key(cfg: ExperimentConfig, kind: str, seed: int) -> str:
         parts.update(
             model=cfg.model.model_dump(mode="json"), train=cfg.train.model_dump(mode="json")
         )
+    if kind.startswith("single_"):
+        parts.update(
+            model=cfg.model.model_dump(mode="json"),
+            train=cfg.train.model_dump(mode="json"),
+            tasks=[t.model_dump(mode="json") for t in cfg.tasks or []],
+            lr_mult=stages.backbone_lr_mult(cfg, 0.1),
+        )
     if kind == "teacher":
         parts["teacher"] = cfg.teacher.model_dump(mode="json") if cfg.teacher else None
     if kind in ("source_only", "target_only", "student_labels_only"):
-        parts["lr_mult"] = getattr(stages.build_params(cfg), "backbone_lr_mult", 0.1)
+        parts["lr_mult"] = stages.backbone_lr_mult(cfg, 0.1)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -122,6 +131,12 @@ def _stage_plan(
         return _da_plan(cfg, splits)
     if _family(cfg) == "distillation":
         return _kd_plan(cfg)
+    if _family(cfg) == "multi-task":
+        assert cfg.tasks is not None
+        plan = [("target", mtl_stages.run_multitask_stage)]
+        if cfg.baselines.enabled:
+            plan += [(f"single_{t.name}", mtl_stages.single_task_stage(t.name)) for t in cfg.tasks]
+        return plan
     plan: list[tuple[str, Callable[..., dict[str, Any]]]] = [("target", stages.run_target_stage)]
     if cfg.baselines.enabled and cfg.baselines.random_init:
         plan.append(("random_init", stages.run_random_init_stage))
@@ -352,14 +367,18 @@ def run(
     recs: dict[str, list[dict[str, Any]]] = {}
     splits = None
     for seed in cfg.seeds:
-        splits = load_splits(cfg, seed)
+        tasks = load_task_splits(cfg, seed) if cfg.tasks else None
+        splits = tasks[1][tasks[0][0].name] if tasks else load_splits(cfg, seed)
         source = load_source_splits(cfg, seed, splits) if cfg.data.source is not None else None
-        ctx = stages.StageContext(cfg, splits, seed, run_dir, resume, quiet, source)
+        ctx = stages.StageContext(cfg, splits, seed, run_dir, resume, quiet, source, tasks)
         for kind, fn in _stage_plan(cfg, splits):
             recs.setdefault(kind, []).append(_run_stage(ctx, kind, fn, say))
     assert splits is not None
     merge_logs(run_dir)
-    metrics = assemble_metrics(cfg, splits, recs, time.perf_counter() - t0)
+    if tasks:
+        metrics = assemble_multitask(cfg, tasks[0], recs, time.perf_counter() - t0)
+    else:
+        metrics = assemble_metrics(cfg, splits, recs, time.perf_counter() - t0)
     atomic_write_json(run_dir / "metrics.json", metrics)
     if cfg.report:
         from transferkit.report import write_report

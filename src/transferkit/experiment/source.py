@@ -40,8 +40,9 @@ class SourceRun:
         """The source run's fine-tuned backbone (architecture from its config)."""
         m = self.config.model
         bb = create_backbone(m.backbone, pretrained=False, **m.backbone_options)
-        state = {k[len("backbone."):]: v for k, v in self.weights.items()
-                 if k.startswith("backbone.")}
+        state = {
+            k[len("backbone.") :]: v for k, v in self.weights.items() if k.startswith("backbone.")
+        }
         bb.load_state_dict(state, strict=True)
         return bb
 
@@ -50,7 +51,7 @@ class SourceRun:
         m = self.config.model
         n_out = self.test.num_classes if self.test.task == "classification" else 1
         head = make_head(in_features, n_out, m.head, m.head_hidden, m.head_dropout)
-        state = {k[len("head."):]: v for k, v in self.weights.items() if k.startswith("head.")}
+        state = {k[len("head.") :]: v for k, v in self.weights.items() if k.startswith("head.")}
         try:
             head.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -68,13 +69,17 @@ def load_source_run(path: str | Path) -> SourceRun:
 
     d = Path(path)
     if not (d / "config.yaml").is_file():
-        raise ConfigError(f"{str(d)!r} is not a transferkit run directory",
-                          where="model.source_run", fix="give the --out of a finished run")
+        raise ConfigError(
+            f"{str(d)!r} is not a transferkit run directory",
+            where="model.source_run",
+            fix="give the --out of a finished run",
+        )
     cfg = load_config(d / "config.yaml")
     weights_path = d / "checkpoints" / f"target-seed{cfg.seeds[0]}" / "model.safetensors"
     if not weights_path.is_file():
         raise ConfigError(
-            "the source run has no final fine-tuned model", where=str(weights_path),
+            "the source run has no final fine-tuned model",
+            where=str(weights_path),
             fix="use a finished run of a gradient-trained method (e.g. finetune)",
         )
     test = load_splits(cfg, cfg.seeds[0]).test

@@ -48,15 +48,14 @@ class StageContext:
     resume: bool
     quiet: bool
     source: Splits | None = None  # the labelled source domain (domain adaptation only)
+    tasks: tuple[list[Any], dict[str, Splits]] | None = None  # (TaskInfo list, splits) MTL
 
 
 def num_outputs(splits: Splits) -> int:
     return splits.train.num_classes if splits.train.task == "classification" else 1
 
 
-def make_record(
-    outputs: np.ndarray, splits: Splits, t0: float, **extra: Any
-) -> dict[str, Any]:
+def make_record(outputs: np.ndarray, splits: Splits, t0: float, **extra: Any) -> dict[str, Any]:
     """A stage record: test outputs, labels, metrics, seconds and ``extra`` details."""
     y = splits.test.y
     return {
@@ -77,9 +76,11 @@ def check_modality(backbone: Backbone, splits: Splits) -> None:
 
     data_mod = splits.train.modality
     if _COMPATIBLE.get(data_mod) != backbone.modality:
-        examples = {"text": "packaged:minilm-l6 or hf:<encoder>",
-                    "image": "packaged:efficientnet-lite0, timm:<name> or tk:smallcnn",
-                    "tabular": "tk:mlp (backbone_options: {in_features: F})"}
+        examples = {
+            "text": "packaged:minilm-l6 or hf:<encoder>",
+            "image": "packaged:efficientnet-lite0, timm:<name> or tk:smallcnn",
+            "tabular": "tk:mlp (backbone_options: {in_features: F})",
+        }
         raise ConfigError(
             f"the backbone {backbone.spec!r} reads {backbone.modality} inputs but the "
             f"dataset {splits.train.name!r} is {data_mod}",
@@ -89,8 +90,13 @@ def check_modality(backbone: Backbone, splits: Splits) -> None:
 
 
 def build_method(
-    cfg: ExperimentConfig, splits: Splits, *, pretrained: bool, name: str | None = None,
-    params: dict[str, Any] | None = None, source: SourceRun | None = None,
+    cfg: ExperimentConfig,
+    splits: Splits,
+    *,
+    pretrained: bool,
+    name: str | None = None,
+    params: dict[str, Any] | None = None,
+    source: SourceRun | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Method:
     """Backbone + head + method from the config (``name``/``params`` override the config's).
@@ -103,14 +109,19 @@ def build_method(
     if m.backbone == "source":
         assert source is not None
         sm = source.config.model
-        backbone = source.backbone() if pretrained else create_backbone(
-            sm.backbone, pretrained=False, **sm.backbone_options)
+        backbone = (
+            source.backbone()
+            if pretrained
+            else create_backbone(sm.backbone, pretrained=False, **sm.backbone_options)
+        )
     else:
-        backbone = create_backbone(m.backbone, pretrained=pretrained and m.pretrained,
-                                   **m.backbone_options)
+        backbone = create_backbone(
+            m.backbone, pretrained=pretrained and m.pretrained, **m.backbone_options
+        )
     check_modality(backbone, splits)
-    head = make_head(backbone.num_features, num_outputs(splits), m.head, m.head_hidden,
-                     m.head_dropout)
+    head = make_head(
+        backbone.num_features, num_outputs(splits), m.head, m.head_hidden, m.head_dropout
+    )
     cls = METHODS.get(name or cfg.method.name)
     p = cls.Params.model_validate(cfg.method.params if params is None else params)
     kwargs: dict[str, Any] = dict(extra or {})
@@ -119,9 +130,11 @@ def build_method(
     return cls(backbone, head, splits.train.task, p, **kwargs)
 
 
-def build_params(cfg: ExperimentConfig) -> Any:
-    """The configured method's validated parameter object."""
-    return METHODS.get(cfg.method.name).Params.model_validate(cfg.method.params)
+def backbone_lr_mult(cfg: ExperimentConfig, default: float = 0.1) -> float:
+    """The configured method's ``backbone_lr_mult`` (its schema default when unset)."""
+    field = METHODS.get(cfg.method.name).Params.model_fields.get("backbone_lr_mult")
+    fallback = field.default if field is not None else default
+    return float(cfg.method.params.get("backbone_lr_mult", fallback))
 
 
 def train_config(cfg: ExperimentConfig, seed: int, task: str, lr: float | None) -> TrainConfig:
@@ -129,8 +142,11 @@ def train_config(cfg: ExperimentConfig, seed: int, task: str, lr: float | None) 
     t = cfg.train
     es = t.early_stopping
     monitor = es.monitor if es.monitor != "auto" else f"val_{primary_metric(task)}"
-    mode = es.mode if es.mode != "auto" else (
-        "max" if higher_is_better(monitor.removeprefix("val_")) else "min")
+    mode = (
+        es.mode
+        if es.mode != "auto"
+        else ("max" if higher_is_better(monitor.removeprefix("val_")) else "min")
+    )
     fields = t.model_dump(exclude={"early_stopping", "eval_batch_size"})
     fields.update(seed=seed, lr=lr or t.lr)
     return TrainConfig(
@@ -150,7 +166,10 @@ def predict(method: Method, ds: Any, prepare: Any, batch_size: int) -> np.ndarra
 
 
 def run_gradient_stage(
-    ctx: StageContext, stage: str, method: Method, lr: float | None = None,
+    ctx: StageContext,
+    stage: str,
+    method: Method,
+    lr: float | None = None,
     train_dataset: Any = None,
 ) -> dict[str, Any]:
     """Train ``method`` with the Trainer (early stopping on val), predict the test split.
@@ -181,8 +200,10 @@ def run_gradient_stage(
     result = trainer.fit(resume=ctx.resume)
     outputs = predict(method, splits.test, prepare, bs)
     extra: dict[str, Any] = {
-        "steps": result.global_step, "stopped": str(result.stopped_reason),
-        "best_epoch": result.best_epoch, "trainable_params_at_start": trainable,
+        "steps": result.global_step,
+        "stopped": str(result.stopped_reason),
+        "best_epoch": result.best_epoch,
+        "trainable_params_at_start": trainable,
         "total_params": sum(p.numel() for p in method.parameters()),
     }
     if getattr(method, "peft_info_", None):
@@ -217,8 +238,10 @@ def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict
     splits = ctx.splits
     bs = ctx.cfg.train.eval_batch_size
     cache = ctx.run_dir / "cache"
-    f_tr, f_va, f_te = (method.extract(d.x, batch_size=bs, cache_dir=cache)
-                        for d in (splits.train, splits.val, splits.test))
+    f_tr, f_va, f_te = (
+        method.extract(d.x, batch_size=bs, cache_dir=cache)
+        for d in (splits.train, splits.val, splits.test)
+    )
     method.fit_features(f_tr, splits.train.y, f_va, splits.val.y)
     with torch.no_grad():
         logits = method.head(torch.as_tensor(f_te))
@@ -228,11 +251,19 @@ def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict
     from transferkit.utils.io import atomic_path
 
     with atomic_path(ctx.run_dir / "checkpoints" / stage / "head.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in method.head.state_dict().items()}, str(tmp),
-                  metadata={"backbone": ctx.cfg.model.backbone})
-    return make_record(outputs.numpy(), splits, t0, head=method.hparams.head,
-                   selected={method.selected_param_: method.selected_strength_},
-                   val_scores={str(k): v for k, v in method.val_scores_.items()})
+        save_file(
+            {k: v.contiguous() for k, v in method.head.state_dict().items()},
+            str(tmp),
+            metadata={"backbone": ctx.cfg.model.backbone},
+        )
+    return make_record(
+        outputs.numpy(),
+        splits,
+        t0,
+        head=method.hparams.head,
+        selected={method.selected_param_: method.selected_strength_},
+        val_scores={str(k): v for k, v in method.val_scores_.items()},
+    )
 
 
 def representation_drift_report(
@@ -275,8 +306,7 @@ def run_target_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
     bs = cfg.train.eval_batch_size
     src_head = before = None
     if source is not None and source.test.task == "classification":
-        src_head = getattr(method, "source_head", None) or source.head(
-            method.backbone.num_features)
+        src_head = getattr(method, "source_head", None) or source.head(method.backbone.num_features)
         before = source_accuracy(method.backbone, src_head, source.test, bs)
     rec = run_gradient_stage(ctx, stage, method)
     forgetting: dict[str, Any] = {}
@@ -299,8 +329,9 @@ def run_random_init_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
     params = FinetuneParams(freeze="none", backbone_lr_mult=1.0).model_dump()
     cfg = ctx.cfg
     source = load_source_run(cfg.model.source_run) if cfg.model.backbone == "source" else None
-    method = build_method(cfg, ctx.splits, pretrained=False, name="finetune", params=params,
-                          source=source)
+    method = build_method(
+        cfg, ctx.splits, pretrained=False, name="finetune", params=params, source=source
+    )
     return run_gradient_stage(ctx, stage, method, lr=ctx.cfg.baselines.random_init_lr)
 
 
@@ -309,5 +340,6 @@ def run_classical_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     s = ctx.splits
     res = classical_baseline(s.train, s.val, s.test)
-    return make_record(res.test_outputs, s, t0, name=res.name, description=res.description,
-                   **res.selected)
+    return make_record(
+        res.test_outputs, s, t0, name=res.name, description=res.description, **res.selected
+    )

@@ -15,8 +15,9 @@ def check_semantics(cfg: ExperimentConfig, source: str) -> None:
     from transferkit.methods import METHODS
 
     cls = METHODS.get(cfg.method.name)  # raises ConfigError with close matches
+    params = _with_tasks(cfg, cls.family, source)
     try:
-        cls.Params.model_validate(cfg.method.params)
+        cls.Params.model_validate(params)
     except ValidationError as err:
         msgs = []
         for e in err.errors():
@@ -35,7 +36,8 @@ def check_semantics(cfg: ExperimentConfig, source: str) -> None:
         ) from None
     if cfg.model.backbone == "source" and not cfg.model.source_run:
         raise ConfigError(
-            "model.backbone is 'source' but model.source_run is not set", where=source,
+            "model.backbone is 'source' but model.source_run is not set",
+            where=source,
             fix="set model.source_run to a finished run directory",
         )
     es = cfg.train.early_stopping
@@ -58,7 +60,8 @@ def _check_teacher(cfg: ExperimentConfig, family: str, source: str) -> None:
         if t is not None:
             raise ConfigError(
                 f"a teacher is set but method {cfg.method.name!r} ({family}) does not distil",
-                where=f"{source}: teacher", fix="remove teacher:, or use method: distill",
+                where=f"{source}: teacher",
+                fix="remove teacher:, or use method: distill",
             )
         return
     if t is None or (t.backbone is None) == (t.run is None):
@@ -68,6 +71,40 @@ def _check_teacher(cfg: ExperimentConfig, family: str, source: str) -> None:
             where=f"{source}: teacher",
             fix="e.g. teacher: {backbone: packaged:minilm-l6} with model.backbone: tk:mlp ...",
         )
+
+
+def _with_tasks(cfg: ExperimentConfig, family: str, source: str) -> dict:
+    """``method.params``; for multi-task, with the top-level tasks (sizes not known yet)."""
+    params = dict(cfg.method.params)
+    if family != "multi-task":
+        if cfg.tasks:
+            raise ConfigError(
+                f"tasks: is set but method {cfg.method.name!r} ({family}) is single-task",
+                where=f"{source}: tasks",
+                fix="remove tasks:, or use method: multitask",
+            )
+        return params
+    if not cfg.tasks:
+        raise ConfigError(
+            "a multi-task method needs tasks: (a list of {name, data?, derive?, weight?})",
+            where=f"{source}: tasks",
+            fix="e.g. tasks: [{name: digit}, {name: parity, derive: parity}]",
+        )
+    if "tasks" in params:
+        raise ConfigError(
+            "declare the tasks at the top level (tasks:), not in method.params.tasks",
+            where=f"{source}: method.params.tasks",
+            fix="move them to tasks:",
+        )
+    names = [t.name for t in cfg.tasks]
+    if len(set(names)) != len(names):
+        raise ConfigError(
+            f"task names repeat: {names}",
+            where=f"{source}: tasks",
+            fix="give every task a distinct name",
+        )
+    params["tasks"] = [{"name": t.name, "num_outputs": 2} for t in cfg.tasks]
+    return params
 
 
 def _check_domains(cfg: ExperimentConfig, family: str, source: str) -> None:
@@ -90,8 +127,7 @@ def _check_domains(cfg: ExperimentConfig, family: str, source: str) -> None:
         )
     if family == "domain-adaptation" and cfg.model.backbone == "source":
         raise ConfigError(
-            "domain adaptation starts from a pretrained backbone spec, not model.backbone: "
-            "source",
+            "domain adaptation starts from a pretrained backbone spec, not model.backbone: source",
             where=f"{source}: model.backbone",
             fix="name the backbone (e.g. packaged:minilm-l6, or file:<weights> with "
             "backbone_options.backbone_spec)",

@@ -35,6 +35,9 @@ KNOWN_KEYS = frozenset(
         "seeds",
         "label_free_selection",
         "domain_gap",
+        "tasks",
+        "delta_m",
+        "negative_transfer_tasks",
     }
 )
 MAX_ROWS = 100

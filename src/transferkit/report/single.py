@@ -13,6 +13,7 @@ from pathlib import Path
 
 from transferkit.report import adaptation as da
 from transferkit.report import html as h
+from transferkit.report import multitask as mt
 from transferkit.report import sections as s
 from transferkit.report.extras import extra_sections
 from transferkit.report.load import RunData, load_run
@@ -34,6 +35,7 @@ def render_report(run: RunData) -> str:
         s.per_seed_table(run),
         s.curves_section(run),
         s.details_section(run),
+        mt.tasks_section(run),
         da.selection_section(run),
         da.domain_gap_section(run),
         h.cards([s.timing_section(run), *extra_sections(run.metrics)]),
