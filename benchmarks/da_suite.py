@@ -343,10 +343,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("runs/da_suite"))
     p.add_argument("--doc", type=Path, default=None)
+    p.add_argument(
+        "--report-only", action="store_true", help="collect finished runs only; train nothing"
+    )
     a = p.parse_args(argv)
     rows: list[dict[str, Any]] = []
     if "text-shallow" in a.setups:
-        rows += shallow_rows(a.out, a.seeds, a.pairs)
+        cached = a.out / "text-shallow.json"
+        if not cached.is_file() and not a.report_only:
+            atomic_write_json(cached, shallow_rows(a.out, a.seeds, a.pairs))
+        if cached.is_file():
+            rows += json.loads(cached.read_text(encoding="utf-8"))
     for name in [n for n in a.setups if n != "text-shallow"]:
         setup = {"image": image_setup, "text": lambda: text_setup(a.out), "text-ft": text_ft_setup}[
             name
@@ -359,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {label}: not registered in this version, skipped", flush=True)
                 continue
             cfg = make_config(setup, src, tgt, label, a.seeds)
-            m = run_one(cfg, a.out / name / f"{src}-{tgt}" / label)
+            run_dir = a.out / name / f"{src}-{tgt}" / label
+            if a.report_only and not (run_dir / "metrics.json").is_file():
+                continue
+            m = run_one(cfg, run_dir)
             if m is not None:
                 rows.append(row(name, src, tgt, label, m))
     atomic_write_json(a.out / "results.json", rows)

@@ -54,6 +54,7 @@ def test_tasks_on_one_dataset_share_rows_others_do_not(tmp_path: Path) -> None:
         {
             "data": {"target": str(a), "max_eval_examples": 10},
             "model": {"backbone": "tk:mlp"},
+            "method": {"name": "multitask"},
             "tasks": [
                 {"name": "digit"},
                 {"name": "parity", "derive": "parity"},
