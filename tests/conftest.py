@@ -16,7 +16,7 @@ from transferkit.backbones.base import Backbone, LayerGroup, Preprocess
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: more threads only add contention
 
 
 class TinyVectorBackbone(Backbone):

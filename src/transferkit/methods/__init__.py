@@ -4,6 +4,7 @@ from transferkit.methods import (  # noqa: F401  (registration)
     da_adda,
     da_adversarial,
     da_reconstruction,
+    da_selftrain,
     da_shallow,
     distill,
     domain_adaptation,
