@@ -108,7 +108,7 @@ def classification_metrics(
         "seeds": [0, 1, 2],
         "selection": [{"steps": 80, "stopped": "max_epochs", "best_epoch": e} for e in (3, 4, 4)],
         "deployment": {"latency_ms": 1.23, "size_mb": 0.041},
-        "tasks": {
+        "calibration_by_group": {
             "sentiment": {"accuracy": 0.81, "weight": 0.7},
             "topic": {"accuracy": 0.64, "weight": 0.3},
         },
