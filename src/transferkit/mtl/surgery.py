@@ -193,7 +193,7 @@ class GradientSurgery:
         present = [i for i, c in enumerate(counts.tolist()) if c > 0]
         out: dict[str, float] = {}
         if present:
-            grads = buf[present]
+            grads = buf if len(present) == len(self.names) else buf[present]
             gram = gm.gram_matrix(grads) / ctx.scale**2
             w = self._weights(gram)
             write_flat(self.shared, combine(grads, w))
