@@ -239,11 +239,14 @@ def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text(encoding="utf-8"))
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     try:
-        res = transferkit.run(cfg, out=run_dir, quiet=True)
+        if (run_dir / "config.yaml").is_file():  # interrupted: keep its finished trainings
+            res = transferkit.resume(run_dir, quiet=True)
+        else:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            res = transferkit.run(cfg, out=run_dir, quiet=True)
     except Exception as exc:
         print(f"  {cfg['name']}: FAILED {type(exc).__name__}: {exc}", flush=True)
         return None

@@ -162,10 +162,13 @@ def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text(encoding="utf-8"))
-    if run_dir.exists():  # an interrupted run: start it again from scratch
-        shutil.rmtree(run_dir)
     t0 = time.perf_counter()
-    res = transferkit.run(cfg, out=run_dir, quiet=True)
+    if (run_dir / "config.yaml").is_file():  # interrupted: keep its finished trainings
+        res = transferkit.resume(run_dir, quiet=True)
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        res = transferkit.run(cfg, out=run_dir, quiet=True)
     print(
         f"  {cfg['name']}: acc {res.metrics['target']['accuracy']:.3f} "
         f"({time.perf_counter() - t0:.0f} s)",
