@@ -249,6 +249,16 @@ def datasets() -> None:
     _table("datasets", list_datasets(), ["name", "modality", "task", "size", "classes"])
 
 
+def _register_advisor() -> None:
+    from transferkit.advisor.cli import advise_command, score_command
+
+    app.command("score")(score_command)
+    app.command("advise")(advise_command)
+
+
+_register_advisor()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors -> message + exit status 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -103,3 +103,50 @@ def test_export_cli_checks_onnx_parity_and_never_overwrites(
         main(["export", str(kd_run), "--format", "onnx", "--out", str(out)])
     assert again.value.code == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_with_a_label_budget_the_student_distils_on_the_unlabelled_pool_too(
+    data: Path, tmp_path: Path
+) -> None:
+    from transferkit.experiment import kd_stages, stages
+    from transferkit.experiment.runner import load_splits
+
+    doc = _cfg(data)
+    doc["data"]["label_budget"] = 5
+    cfg = load_config(doc)
+    splits = load_splits(cfg, 0)
+    ctx = stages.StageContext(cfg, splits, 0, tmp_path, False, True)
+    ds, mask = kd_stages._labelled_plus_pool(ctx)
+    assert len(ds) == len(splits.train) + len(splits.unlabelled) and mask.sum() == 15
+    np.testing.assert_array_equal(ds.y[: len(splits.train)], splits.train.y)
+    m = run(cfg, out=tmp_path / "r", quiet=True).metrics
+    assert m["dataset"]["sizes"]["train"] == 15 and "student_labels_only" in m["baselines"]
+
+
+def test_cross_entropy_reads_only_labelled_rows() -> None:
+    import torch
+
+    from tests.conftest import TinyVectorBackbone
+    from transferkit.methods.distill import Distill, DistillParams
+    from transferkit.methods.heads import make_head
+
+    torch.manual_seed(0)
+    m = Distill(
+        TinyVectorBackbone(6, 8),
+        make_head(8, 3),
+        "classification",
+        DistillParams(),
+        teacher_backbone=TinyVectorBackbone(6, 8),
+        teacher_head=make_head(8, 3),
+    )
+    x = torch.randn(4, 6)
+    t_logits = torch.randn(4, 3)
+    base = {"x": x, "y": torch.tensor([0, 1, 2, 0]), "t_logits": t_logits, "t_embed": x}
+    none = m.training_step({**base, "y_mask": torch.zeros(4, dtype=torch.long)})
+    assert float(none["ce"]) == 0.0
+    assert float(none["loss"].detach()) == pytest.approx(float(none["kd"].detach()))
+    two = m.training_step({**base, "y_mask": torch.tensor([1, 1, 0, 0])})
+    with torch.no_grad():  # train mode, like the step: BatchNorm uses the batch statistics
+        logits = m.predict(x)
+    want = torch.nn.functional.cross_entropy(logits[:2], base["y"][:2])
+    assert float(two["ce"]) == pytest.approx(float(want), rel=1e-5)

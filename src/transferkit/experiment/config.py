@@ -85,6 +85,11 @@ class TeacherConfig(_Strict):
     cache_outputs: bool = Field(
         True, description="run the teacher once over the training set and reuse its outputs"
     )
+    use_unlabelled: bool = Field(
+        True,
+        description="with a label budget, distil on the leftover unlabelled pool too "
+        "(teacher targets only; cross-entropy on the labelled rows)",
+    )
 
 
 class MethodConfig(_Strict):

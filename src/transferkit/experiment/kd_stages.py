@@ -16,6 +16,7 @@ of the teacher and the distilled student comes from the first seed.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -105,20 +106,41 @@ def run_distill_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
         cfg, ctx.splits, pretrained=True, extra={"teacher_backbone": t_bb, "teacher_head": t_head}
     )
     train = None
-    if cfg.teacher.cache_outputs:
+    pool = _labelled_plus_pool(ctx) if cfg.teacher.use_unlabelled else None
+    if pool is not None or cfg.teacher.cache_outputs:
+        ds = pool[0] if pool is not None else ctx.splits.train
         outs = teacher_outputs(
-            method.teacher,
-            ctx.splits.train.x,  # type: ignore[attr-defined]
-            layers=method.teacher_layers_,  # type: ignore[attr-defined]
+            method.teacher,  # type: ignore[arg-type]
+            ds.x,
+            layers=method.teacher_layers_,  # type: ignore[arg-type]
             pool=method.hparams.hint_pool,  # type: ignore[attr-defined]
             batch_size=cfg.train.eval_batch_size,
             cache_dir=ctx.run_dir / "cache",
         )
-        train = TeacherCachedDataset(ctx.splits.train, outs)
+        extra = {"y_mask": pool[1]} if pool is not None else {}
+        train = TeacherCachedDataset(ds, {**outs, **extra})
     rec = stages.run_gradient_stage(ctx, stage, method, train_dataset=train)
     if ctx.seed == cfg.seeds[0] and cfg.deployment:
         rec["extra"]["deployment"] = deployment_record(method, _Pair(t_bb, t_head), ctx)
     return rec
+
+
+def _labelled_plus_pool(ctx: stages.StageContext) -> tuple[Any, Any] | None:
+    """The labelled split followed by the unlabelled pool (label 0 there) and the mask.
+
+    None without a pool (no label budget): then every training example is labelled.
+    """
+    import numpy as np
+
+    from transferkit.experiment.domains import concat_raw
+
+    train, pool = ctx.splits.train, ctx.splits.unlabelled
+    if pool is None or len(pool) == 0 or train.y is None:
+        return None
+    x = concat_raw(train.x, pool.x)
+    y = np.concatenate([train.y, np.zeros(len(pool), dtype=train.y.dtype)])
+    mask = np.concatenate([np.ones(len(train), bool), np.zeros(len(pool), bool)])
+    return dataclasses.replace(train, x=x, y=y), mask
 
 
 def run_student_labels_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:

@@ -176,29 +176,45 @@ class Distill(Method):
         logits = self.head(embed)
         t = self.teacher_targets(batch)
         t_logits = t["t_logits"].to(logits.dtype)
-        y = self._labels(batch)
+        y, labelled = self._labels(batch, t_logits)
         terms: dict[str, Tensor] = {}
         for kind in p.losses:
             terms[kind] = self._term(kind, logits, t_logits, y, embed, maps, t, x)
         total = sum((p.losses[k] * v for k, v in terms.items()), logits.new_zeros(()))
         out: dict[str, Tensor] = {}
-        if p.ce_weight > 0:
-            assert y is not None
-            out["ce"] = F.cross_entropy(logits, y)
+        if p.ce_weight > 0 and y is not None:
+            if labelled is None:
+                out["ce"] = F.cross_entropy(logits, y)
+            elif bool(labelled.any()):
+                out["ce"] = F.cross_entropy(logits[labelled], y[labelled])
+            else:  # a batch of unlabelled examples only: distillation terms alone
+                out["ce"] = logits.new_zeros(())
             total = total + p.ce_weight * out["ce"]
         agreement = (logits.detach().argmax(1) == t_logits.argmax(1)).float().mean()
         return {"loss": total, **out, **terms, "agreement": agreement}
 
-    def _labels(self, batch: Mapping[str, Any]) -> Tensor | None:
+    def _labels(
+        self, batch: Mapping[str, Any], t_logits: Tensor
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """``(labels [B], labelled mask [B] or None)``.
+
+        With ``"y_mask"`` in the batch (labelled examples mixed with an unlabelled pool),
+        unlabelled rows take the teacher's arg-max as their label (used by DKD's target
+        class only; the cross-entropy term reads the labelled rows alone).
+        """
+        if "y_mask" in batch:
+            mask = batch["y_mask"].bool()
+            y = torch.where(mask, batch["y"].long(), t_logits.argmax(1))
+            return y, mask
         if self.hparams.ce_weight == 0:
-            return None
+            return None, None
         if batch.get("y") is None:
             raise DataError(
                 "ce_weight > 0 needs labels, but the batch has no 'y'",
                 where="distill batch",
                 fix="give labelled data, or set ce_weight: 0 to distil on unlabelled data",
             )
-        return batch["y"].long()
+        return batch["y"].long(), None
 
     def _term(
         self,

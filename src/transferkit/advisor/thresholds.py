@@ -1,0 +1,117 @@
+"""Thresholds of the advisor's decision table, the evidence they are applied to, and the
+facts (small target, features better than random, far source) the rules are built from.
+
+Every threshold is a named constant documented with the guideline or the measurement it
+encodes; :mod:`transferkit.advisor.rules` combines the facts into decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: at most this many labels per class is a "small" target. Feature extraction beats
+#: fine-tuning in this regime (Kornblith et al. 2019, https://arxiv.org/abs/1805.08974;
+#: docs/data_efficiency.md: MiniLM linear probe 0.651 vs fine-tuning 0.613 at 16/class).
+SMALL_LABELS_PER_CLASS = 50
+#: above this many labels per class the target alone can train a network well; fine-tune
+#: the whole model (Yosinski et al. 2014, https://arxiv.org/abs/1411.1792).
+LARGE_LABELS_PER_CLASS = 1000
+#: LogME gap (nats/example) at or below which pretrained features are "no better than
+#: random". Measured: a tk:smallcnn trained on 8x8 digits scores +0.022 over its random copy
+#: on MNIST (docs/data_efficiency.md shows that transfer is negative); random inits of the
+#: same CNN spread by sd ~0.025 on digits.
+NO_GAIN_LOGME = 0.03
+#: LogME gap above which pretrained features are "clearly better". Measured: MiniLM vs
+#: random MiniLM on tweets +0.20; a CNN trained on MNIST vs random on digits +0.055..0.09.
+CLEAR_GAIN_LOGME = 0.08
+#: a gap within this many sds of the random controls' spread is treated as noise.
+NOISE_SIGMAS = 2.0
+#: backbones above this many parameters are fine-tuned through LoRA adapters (Hu et al.
+#: 2021, https://arxiv.org/abs/2106.09685): full fine-tuning costs memory and overfits.
+LARGE_MODEL_PARAMS = 50_000_000
+#: proxy A-distance (0..2) at or above which the domains are "far apart": a linear
+#: classifier tells them apart with <= 25% error (Ben-David et al. 2007/2010).
+LARGE_DOMAIN_GAP_PAD = 1.0
+#: with at least this many classes, MCC (Jin et al. 2020) is the DA method: it reduces
+#: pairwise class confusion on the target and plays no adversarial game; docs/da_vs_skada.md
+#: measured it stable (0.287 vs DANN 0.265 digits->MNIST). With 2 classes class confusion
+#: carries little signal, and DANN's marginal alignment (Ganin et al. 2016) cannot swap classes
+#: as easily: DANN.
+MCC_MIN_CLASSES = 3
+#: discriminative learning rates: group i of n trains at lr * decay^(n - i) (Howard & Ruder
+#: 2018, https://arxiv.org/abs/1801.06146; BEiT/timm use 0.65-0.75).
+LAYER_DECAY = 0.75
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the rules read. For regression, ``labels_per_class_*`` = labelled rows."""
+
+    labels_per_class_median: float
+    labels_per_class_min: float
+    num_classes: int
+    logme_pretrained: float
+    logme_random: float
+    logme_random_sd: float = 0.0
+    n_params: int = 0
+    task: str = "classification"
+    n_unlabelled: int = 0
+    has_source: bool = False
+    pad: float | None = None
+    probe_best_index: int | None = None
+    probe_best_group: str = ""
+    n_layer_groups: int = 0
+    weights_random: bool = False
+
+    @property
+    def logme_gap(self) -> float:
+        return self.logme_pretrained - self.logme_random
+
+
+# ------------------------------------------------------------------------ measured facts
+
+
+def small(e: Evidence) -> bool:
+    """At most SMALL_LABELS_PER_CLASS labelled examples per class (median)."""
+    return e.labels_per_class_median <= SMALL_LABELS_PER_CLASS
+
+
+def large(e: Evidence) -> bool:
+    """More than LARGE_LABELS_PER_CLASS labelled examples per class (median)."""
+    return e.labels_per_class_median > LARGE_LABELS_PER_CLASS
+
+
+def noise_floor(e: Evidence) -> float:
+    """NOISE_SIGMAS x the spread of the random-init controls' LogME."""
+    return NOISE_SIGMAS * e.logme_random_sd
+
+
+def not_better(e: Evidence) -> bool:
+    """Pretrained LogME within ``max(NO_GAIN_LOGME, 2 sd)`` of the random controls, or the
+    model's weights are themselves a random initialisation (``tk:`` specs)."""
+    return e.weights_random or e.logme_gap <= max(NO_GAIN_LOGME, noise_floor(e))
+
+
+def clearly_better(e: Evidence) -> bool:
+    """Pretrained LogME above the random controls by more than ``max(CLEAR_GAIN, 2 sd)``."""
+    return not e.weights_random and e.logme_gap > max(CLEAR_GAIN_LOGME, noise_floor(e))
+
+
+def far_source(e: Evidence) -> bool:
+    """A source was given and its proxy A-distance to the target is >= LARGE_DOMAIN_GAP_PAD."""
+    return e.has_source and e.pad is not None and e.pad >= LARGE_DOMAIN_GAP_PAD
+
+
+def thresholds() -> dict[str, float | int]:
+    """Every named threshold, for advice.json."""
+    return {
+        "small_labels_per_class": SMALL_LABELS_PER_CLASS,
+        "large_labels_per_class": LARGE_LABELS_PER_CLASS,
+        "no_gain_logme": NO_GAIN_LOGME,
+        "clear_gain_logme": CLEAR_GAIN_LOGME,
+        "noise_sigmas": NOISE_SIGMAS,
+        "large_model_params": LARGE_MODEL_PARAMS,
+        "large_domain_gap_pad": LARGE_DOMAIN_GAP_PAD,
+        "mcc_min_classes": MCC_MIN_CLASSES,
+        "layer_decay": LAYER_DECAY,
+    }
