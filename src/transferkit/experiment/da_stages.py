@@ -35,16 +35,11 @@ from transferkit.experiment.label_free import (
     features_and_logits,
     oracle_summary,
 )
+from transferkit.experiment.subsets import random_subset
 from transferkit.methods import Method
 from transferkit.methods.finetune import FinetuneParams
 
 GAP_DIR = "domain_gap"
-
-
-def _subset(ds: Any, n: int, seed: int) -> Any:
-    if len(ds) <= n:
-        return ds
-    return ds.subset(np.sort(np.random.default_rng(seed).permutation(len(ds))[:n]))
 
 
 def domain_gap_stage(method: Method, ctx: stages.StageContext, when: str) -> dict[str, Any]:
@@ -55,8 +50,8 @@ def domain_gap_stage(method: Method, ctx: stages.StageContext, when: str) -> dic
     """
     assert ctx.source is not None
     a = ctx.cfg.adaptation
-    src = _subset(ctx.source.test, a.gap_examples, ctx.seed)
-    tgt = _subset(ctx.splits.test, a.gap_examples, ctx.seed + 1)
+    src = random_subset(ctx.source.test, a.gap_examples, ctx.seed)
+    tgt = random_subset(ctx.splits.test, a.gap_examples, ctx.seed + 1)
     prep, bs = method.backbone.prepare, ctx.cfg.train.eval_batch_size
     f_s, _ = features_and_logits(method, src.x, prep, bs)
     f_t, _ = features_and_logits(method, tgt.x, prep, bs)

@@ -23,6 +23,7 @@ from transferkit.data import load_dataset
 from transferkit.data.types import Dataset, Splits
 from transferkit.errors import DataError
 from transferkit.experiment.config import ExperimentConfig
+from transferkit.experiment.subsets import random_subset
 
 
 def align_classes(source: Dataset, target: Dataset) -> Dataset:
@@ -71,13 +72,6 @@ def adaptation_pool(target: Splits) -> Dataset:
     return pool
 
 
-def _cap(ds: Dataset, n: int | None, seed: int) -> Dataset:
-    if n is None or len(ds) <= n:
-        return ds
-    idx = np.sort(np.random.default_rng(seed + 104729).permutation(len(ds))[:n])
-    return ds.subset(idx)
-
-
 def load_source_splits(cfg: ExperimentConfig, seed: int, target: Splits) -> Splits:
     """The labelled source domain's splits for ``seed``, classes aligned to the target.
 
@@ -102,6 +96,8 @@ def load_source_splits(cfg: ExperimentConfig, seed: int, target: Splits) -> Spli
         )
     return Splits(
         train=align_classes(src.train, target.train),
-        val=align_classes(_cap(src.val, d.max_eval_examples, seed), target.train),
-        test=align_classes(_cap(src.test, d.max_eval_examples, seed), target.train),
+        val=align_classes(random_subset(src.val, d.max_eval_examples, seed + 104729), target.train),
+        test=align_classes(
+            random_subset(src.test, d.max_eval_examples, seed + 104729), target.train
+        ),
     )

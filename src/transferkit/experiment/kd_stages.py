@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from transferkit.backbones import Backbone, create_backbone
+from transferkit.deploy.predict import BackboneHead
 from transferkit.experiment import stages
 from transferkit.experiment.label_free import features_and_logits
 from transferkit.experiment.rundir import stage_dirname
@@ -42,17 +43,6 @@ def _teacher_method(ctx: stages.StageContext, pretrained: bool) -> Finetune:
     return Finetune(
         bb, head, ctx.splits.train.task, FinetuneParams(backbone_lr_mult=t.backbone_lr_mult)
     )
-
-
-class _Pair(nn.Module):
-    """``head(backbone(x))`` as a module with ``backbone`` / ``head`` (for evaluation)."""
-
-    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    def predict(self, x: Any) -> torch.Tensor:
-        return self.head(self.backbone(x))
 
 
 def teacher_modules(ctx: stages.StageContext) -> tuple[Backbone, nn.Module]:
@@ -85,7 +75,7 @@ def run_teacher_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     bb, head = teacher_modules(ctx)
     _, logits = features_and_logits(
-        _Pair(bb, head),
+        BackboneHead(bb, head),
         ctx.splits.test.x,
         bb.prepare,  # type: ignore[arg-type]
         ctx.cfg.train.eval_batch_size,
@@ -121,7 +111,7 @@ def run_distill_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
         train = TeacherCachedDataset(ds, {**outs, **extra})
     rec = stages.run_gradient_stage(ctx, stage, method, train_dataset=train)
     if ctx.seed == cfg.seeds[0] and cfg.deployment:
-        rec["extra"]["deployment"] = deployment_record(method, _Pair(t_bb, t_head), ctx)
+        rec["extra"]["deployment"] = deployment_record(method, BackboneHead(t_bb, t_head), ctx)
     return rec
 
 
@@ -158,7 +148,7 @@ def run_student_labels_stage(ctx: stages.StageContext, stage: str) -> dict[str, 
 
 
 def deployment_record(
-    student: Method, teacher: nn.Module, ctx: stages.StageContext
+    student: Method, teacher: BackboneHead, ctx: stages.StageContext
 ) -> dict[str, Any]:
     """Size / latency / throughput of teacher and student on real test inputs, and ratios.
 
@@ -166,10 +156,8 @@ def deployment_record(
     repeats it to batch 1 and batch 64 (medians of timed passes, 1 CPU thread).
     """
     from transferkit.deploy.measure import compare_deployment, measure_deployment
-    from transferkit.deploy.predict import BackboneHead
 
     x = ctx.splits.test.x[:1]
-    t_mod = BackboneHead(teacher.backbone, teacher.head)  # type: ignore[arg-type]
-    t = measure_deployment(t_mod, teacher.backbone.prepare(x))  # type: ignore[operator]
+    t = measure_deployment(teacher, teacher.backbone.prepare(x))  # type: ignore[operator]
     s = measure_deployment(student, student.backbone.prepare(x))  # type: ignore[operator]
     return {"teacher": t, "student": s, **compare_deployment(s, t)}

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import send_to_device
+from scipy.special import softmax
 from torch.utils.data import DataLoader
 
 from transferkit.data.loaders import ExampleDataset, collate_with
@@ -29,6 +30,7 @@ from transferkit.data.types import Dataset, Splits
 from transferkit.diagnostics.metrics import compute_metrics
 from transferkit.diagnostics.selection import dev_risk, prediction_entropy, snd_score
 from transferkit.engine.evaluate import module_device
+from transferkit.experiment.subsets import random_subset
 from transferkit.methods import Method
 
 #: selector -> (monitored val key, early-stopping mode)
@@ -76,19 +78,6 @@ def features_and_logits(
     return torch.cat(feats).numpy(), torch.cat(logits).numpy()
 
 
-def _take(ds: Dataset, n: int, seed: int) -> Dataset:
-    if len(ds) <= n:
-        return ds
-    idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
-    return ds.subset(idx)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def per_example_ce(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Cross-entropy of each row: ``-log softmax(z_i)[y_i]``, shape ``[N]``."""
     z = logits - logits.max(axis=1, keepdims=True)
@@ -120,9 +109,9 @@ class LabelFreeValidator:
         seed: int = 0,
         oracle_test: bool = True,
     ) -> None:
-        self.src_train = _take(source.train, n, seed)
-        self.src_val = _take(source.val, n, seed + 1)
-        self.tgt_val = _take(target.val, n, seed + 2)
+        self.src_train = random_subset(source.train, n, seed)
+        self.src_val = random_subset(source.val, n, seed + 1)
+        self.tgt_val = random_subset(target.val, n, seed + 2)
         self.test = target.test if oracle_test else None
         self.prepare, self.bs, self.seed = prepare, batch_size, seed
 
@@ -133,7 +122,7 @@ class LabelFreeValidator:
         f_t, z_t = run(self.tgt_val)
         assert self.src_val.y is not None
         y_va = np.asarray(self.src_val.y)
-        probs_t = _softmax(z_t.astype(np.float64))
+        probs_t = softmax(z_t.astype(np.float64), axis=1)
         out = {
             "val_source_accuracy": float((z_va.argmax(1) == y_va).mean()),
             "val_entropy": prediction_entropy(probs_t),

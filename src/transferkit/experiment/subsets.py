@@ -37,3 +37,10 @@ def cap(ds: Dataset, n: int | None, seed: int, per_class: int | None = None) -> 
     """``ds`` restricted to :func:`cap_positions` (unchanged when nothing is dropped)."""
     pos = cap_positions(ds, n, seed, per_class)
     return ds if pos is None else ds.subset(pos)
+
+
+def random_subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    """At most ``n`` examples of ``ds`` drawn with ``seed`` (order kept; ``ds`` if it fits)."""
+    if n is None or len(ds) <= n:
+        return ds
+    return ds.subset(np.sort(np.random.default_rng(seed).permutation(len(ds))[:n]))
