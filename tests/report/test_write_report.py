@@ -43,7 +43,8 @@ def test_full_report(tmp_path: Path) -> None:
     assert 'id="per-class-table"' in text and "82.50%" in text
     assert "2 min 03 s" in text and "stages · random init" in text
     assert 'id="extra-deployment"' in text and "latency_ms" in text
-    assert 'id="extra-calibration_by_group"' in text and "forgetting" not in text.lower().split("<main>")[1]
+    assert 'id="extra-calibration_by_group"' in text
+    assert "forgetting" not in text.lower().split("<main>")[1]
     assert "label_budget: 32" in text
     assert "Incomplete run directory" not in text
 
