@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,35 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import TinyVectorBackbone
+from tests.methods.toys import shifted_blobs
 from transferkit.engine import Callback, CheckpointStore, TrainConfig, Trainer
 from transferkit.errors import ConfigError, DataError
 from transferkit.methods import METHODS
 from transferkit.methods.da_adda import ADDA, ADDAParams, ADDAPhaseSwitch, switch_step
 from transferkit.methods.finetune import Finetune, FinetuneParams
 from transferkit.methods.heads import make_head
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run faster (and cost less CPU) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _toy(seed: int, n: int = 96) -> tuple[torch.Tensor, ...]:
-    """Two blobs separated along dim 0; the target is shifted by 1.2 along dim 0 (towards
-    the boundary) and by 3 along the nuisance dim 1 (as in test_domain_adaptation)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for shift0, shift1 in ((0.0, 0.0), (1.2, 3.0)):
-        y = torch.randint(0, 2, (n,), generator=g)
-        x = torch.randn(n, 6, generator=g) * 0.5
-        x[:, 0] += (2 * y - 1) * 1.5 + shift0
-        x[:, 1] += shift1
-        out += [x, y]
-    return tuple(out)
 
 
 def _adda(seed: int = 0, **kw: Any) -> ADDA:
@@ -50,7 +27,7 @@ def _adda(seed: int = 0, **kw: Any) -> ADDA:
 
 
 def _batch(n: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
-    x, y, xt, _ = _toy(seed, n)
+    x, y, xt, _ = shifted_blobs(seed, n)
     return {"x": x, "y": y, "x_t": xt}
 
 
@@ -211,7 +188,7 @@ def test_errors() -> None:
 
 class _Pairs(torch.utils.data.Dataset):
     def __init__(self, n: int) -> None:
-        self.x, self.y, self.xt, _ = _toy(3, n)
+        self.x, self.y, self.xt, _ = shifted_blobs(3, n)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -273,7 +250,7 @@ def test_trainer_resume_across_the_switch_is_bit_exact(tmp_path: Path, crash: in
 def _toy_accuracy(seed: int, adda: bool, steps: int = 160) -> tuple[float, float | None]:
     """Full-batch AdamW at lr 1e-2 on the shifted toy; (final target accuracy, target
     accuracy right at the phase switch, i.e. of ADDA's own source-only encoder)."""
-    x, y, xt, yt = _toy(seed)
+    x, y, xt, yt = shifted_blobs(seed)
     torch.manual_seed(seed)
     bb, head = TinyVectorBackbone(6, 16), make_head(16, 2)
     if adda:

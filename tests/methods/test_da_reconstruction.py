@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 
 from tests.conftest import TinyVectorBackbone
+from tests.methods.toys import shifted_blobs
 from transferkit.backbones import create_backbone
 from transferkit.errors import ConfigError, DataError
 from transferkit.methods import METHODS
@@ -20,29 +20,6 @@ from transferkit.methods.da_reconstruction import (
 )
 from transferkit.methods.finetune import Finetune, FinetuneParams
 from transferkit.methods.heads import make_head
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run faster (and cost less CPU) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _toy(seed: int, n: int = 96) -> tuple[torch.Tensor, ...]:
-    """Two blobs separated along dim 0; the target is shifted by 1.2 along dim 0 (towards
-    the boundary) and by 3 along the nuisance dim 1 (as in test_domain_adaptation)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for shift0, shift1 in ((0.0, 0.0), (1.2, 3.0)):
-        y = torch.randint(0, 2, (n,), generator=g)
-        x = torch.randn(n, 6, generator=g) * 0.5
-        x[:, 0] += (2 * y - 1) * 1.5 + shift0
-        x[:, 1] += shift1
-        out += [x, y]
-    return tuple(out)
 
 
 def _vector(name: str, seed: int = 0, width: int = 16, **kw: Any) -> Any:
@@ -139,7 +116,7 @@ def test_decoder_and_extra_modules_exist_before_the_first_step() -> None:
 
 
 def test_drcn_step_formula_and_gradients() -> None:
-    x, y, xt, _ = _toy(0, n=16)
+    x, y, xt, _ = shifted_blobs(0, n=16)
     m = _vector("drcn", recon_weight=0.4, trade_off=0.5, noise_std=0.1)
     m.train()
     out = m.training_step({"x": x, "y": y, "x_t": xt})
@@ -159,7 +136,7 @@ DSN_VARIANTS = [
 
 @pytest.mark.parametrize("kw", DSN_VARIANTS)
 def test_dsn_step_formula_and_gradients(kw: dict[str, Any]) -> None:
-    x, y, xt, _ = _toy(0, n=16)
+    x, y, xt, _ = shifted_blobs(0, n=16)
     m = _vector("dsn", trade_off=0.5, **kw)
     if m.grl is not None:
         m.grl.lambda_ = 1.0
@@ -210,7 +187,7 @@ def test_image_backbones_train_and_shapes_are_checked(name: str, kw: dict[str, A
 
 def _train(name: str, seed: int, steps: int = 160, **kw: Any) -> tuple[float, list[float]]:
     """Full-batch AdamW at lr 1e-2; returns (target accuracy, per-step total loss)."""
-    x, y, xt, yt = _toy(seed)
+    x, y, xt, yt = shifted_blobs(seed)
     m = _vector(name, seed, **kw)
     opt = torch.optim.AdamW(m.param_groups(1e-2))
     cbs = list(getattr(m, "training_callbacks", list)())
@@ -254,7 +231,7 @@ def test_losses_decrease_and_target_accuracy_against_source_only() -> None:
 @pytest.mark.parametrize("name", ["drcn", "dsn"])
 def test_combines_with_mcc_and_peft(name: str) -> None:
     """mcc_weight adds MCC on the target logits; peft trains LoRA adapters, not the base."""
-    x, y, xt, _ = _toy(0, n=16)
+    x, y, xt, _ = shifted_blobs(0, n=16)
     plain = _vector(name).training_step({"x": x, "y": y, "x_t": xt})
     m = _vector(name, mcc_weight=0.5)
     out = m.training_step({"x": x, "y": y, "x_t": xt})

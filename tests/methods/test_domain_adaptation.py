@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import TinyVectorBackbone
+from tests.methods.toys import shifted_blobs
 from transferkit.errors import ConfigError, DataError
 from transferkit.losses.adversarial import dann_lambda
 from transferkit.methods import METHODS
@@ -18,20 +19,6 @@ from transferkit.methods.heads import make_head
 
 DA = ["dan", "jan", "deep_coral", "mcc", "dann", "cdan", "mdd"]
 SMALL = {"dann": {"hidden": 32, "dropout": 0.0}, "cdan": {"hidden": 32, "dropout": 0.0}}
-
-
-def _toy(seed: int, n: int = 96) -> tuple[torch.Tensor, ...]:
-    """Two blobs separated along dim 0; the target is shifted by 1.2 along dim 0 (towards
-    the boundary) and by 3 along the nuisance dim 1."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for shift0, shift1 in ((0.0, 0.0), (1.2, 3.0)):
-        y = torch.randint(0, 2, (n,), generator=g)
-        x = torch.randn(n, 6, generator=g) * 0.5
-        x[:, 0] += (2 * y - 1) * 1.5 + shift0
-        x[:, 1] += shift1
-        out += [x, y]
-    return tuple(out)
 
 
 def _build(name: str, seed: int = 0, **kw: object) -> DomainAdaptationMethod | Finetune:
@@ -46,7 +33,7 @@ def _build(name: str, seed: int = 0, **kw: object) -> DomainAdaptationMethod | F
 
 def _train(name: str, seed: int, steps: int = 160) -> tuple[float, float, list[float]]:
     """Full-batch AdamW; returns (target accuracy, source accuracy, per-step cls/CE loss)."""
-    x, y, xt, yt = _toy(seed)
+    x, y, xt, yt = shifted_blobs(seed)
     m = _build(name, seed)
     opt = torch.optim.AdamW(m.param_groups(1e-2))
     cbs = [c for c in getattr(m, "training_callbacks", list)() if isinstance(c, GRLSchedule)]
@@ -78,7 +65,7 @@ def test_registered_with_family_and_paper() -> None:
 
 @pytest.mark.parametrize("name", DA)
 def test_step_outputs_and_every_parameter_gets_a_gradient(name: str) -> None:
-    x, y, xt, _ = _toy(0, n=16)
+    x, y, xt, _ = shifted_blobs(0, n=16)
     m = _build(name)
     if hasattr(m, "grl"):
         m.grl.lambda_ = 1.0
@@ -105,13 +92,13 @@ def test_backbone_lr_mult_and_trade_off_zero() -> None:
     m.hparams.backbone_lr_mult = 0.25
     lrs = {g["name"]: g["lr"] for g in m.param_groups(0.4)}
     assert lrs == {"head": 0.4, "backbone": pytest.approx(0.1)}
-    x, y, xt, _ = _toy(0, n=16)
+    x, y, xt, _ = shifted_blobs(0, n=16)
     out = m.training_step({"x": x, "y": y, "x_t": xt})
     torch.testing.assert_close(out["loss"], out["cls_loss"])
 
 
 def test_errors_missing_target_and_regression() -> None:
-    x, y, _, _ = _toy(0, n=8)
+    x, y, _, _ = shifted_blobs(0, n=8)
     with pytest.raises(DataError, match="x_t"):
         _build("dan").training_step({"x": x, "y": y})
     with pytest.raises(ConfigError, match="classification"):

@@ -25,8 +25,12 @@ def _features(n: int = 120, d: int = 8, classes: int = 3, seed: int = 0):
 @pytest.mark.parametrize("classes", [2, 3])
 def test_linear_probe_head_equals_sklearn(tiny_backbone: TinyVectorBackbone, classes: int) -> None:
     f, y = _features(classes=classes)
-    probe = LinearProbe(tiny_backbone, make_head(8, classes), "classification",
-                        LinearProbeParams(strengths=[0.1, 1.0]))
+    probe = LinearProbe(
+        tiny_backbone,
+        make_head(8, classes),
+        "classification",
+        LinearProbeParams(strengths=[0.1, 1.0]),
+    )
     probe.fit_features(f[:80], y[:80], f[80:], y[80:])
     assert probe.selected_strength_ in (0.1, 1.0) and set(probe.val_scores_) == {0.1, 1.0}
     mu, sd = f[:80].mean(0), f[:80].std(0) + 1e-6
@@ -36,7 +40,8 @@ def test_linear_probe_head_equals_sklearn(tiny_backbone: TinyVectorBackbone, cla
         logits = probe.head(torch.as_tensor(f)).numpy()
     np.testing.assert_allclose(
         torch.softmax(torch.as_tensor(logits), -1).numpy(),
-        ref.predict_proba((f - mu) / sd), atol=1e-4,
+        ref.predict_proba((f - mu) / sd),
+        atol=1e-4,
     )
     assert all(not p.requires_grad for p in probe.backbone.parameters())
 
@@ -60,8 +65,9 @@ def test_linear_probe_rejects_mlp_head(tiny_backbone: TinyVectorBackbone) -> Non
 def _finetune(freeze: str | int, mult: float = 0.1) -> Finetune:
     torch.manual_seed(0)
     bb = TinyVectorBackbone()
-    return Finetune(bb, make_head(8, 3), "classification",
-                    FinetuneParams(freeze=freeze, backbone_lr_mult=mult))
+    return Finetune(
+        bb, make_head(8, 3), "classification", FinetuneParams(freeze=freeze, backbone_lr_mult=mult)
+    )
 
 
 def _sgd_steps(m: Finetune, steps: int = 5) -> None:
