@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,14 @@ WORDS = [
 ]
 
 
-def write_tiny_bert(path: Path, *, layers: int = 2, hidden: int = 16) -> Path:
-    """A 2-layer, 16-wide BERT (random init) + WordPiece tokenizer saved to ``path``."""
+def write_tiny_bert(
+    path: Path, *, layers: int = 2, hidden: int = 16, words: Sequence[str] = WORDS
+) -> Path:
+    """A ``layers``-deep, ``hidden``-wide BERT (random init) + a WordPiece tokenizer over
+    ``words`` saved to ``path``."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
     tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
     cfg = BertConfig(
         vocab_size=len(vocab),

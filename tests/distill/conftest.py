@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.backbones.conftest import write_tiny_bert
 from transferkit.backbones import create_backbone
 from transferkit.backbones.base import Backbone
 from transferkit.data.types import Dataset
@@ -19,22 +20,7 @@ WORDS = ["good", "bad", "movie", "great", "awful", "plot", "actor", "boring", "f
 
 def write_bert(path: Path, *, layers: int = 4, hidden: int = 32) -> Path:
     """A randomly initialised BERT (``hidden`` wide, ``layers`` deep) + tokenizer on disk."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
-    cfg = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
-    BertModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return write_tiny_bert(path, layers=layers, hidden=hidden, words=WORDS)
 
 
 @pytest.fixture(scope="session")
