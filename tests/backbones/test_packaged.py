@@ -78,3 +78,16 @@ def test_minilm_matches_sentence_transformers(minilm: Backbone) -> None:
     unit = create_backbone("packaged:minilm-l6", normalize=True).eval()
     with torch.no_grad():
         torch.testing.assert_close(unit(unit.prepare(s)), ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_larger_efficientnet_lites_classify_real_photos(variant: str) -> None:
+    net = create_backbone(f"packaged:efficientnet-{variant}").eval()
+    x = net.prepare([data.chelsea(), data.coffee()])
+    with torch.no_grad():
+        top1 = net.imagenet_logits(x).argmax(dim=1).tolist()
+    assert 281 <= top1[0] <= 285 and top1[1] in (967, 968)
+    row = _catalog(f"packaged:efficientnet-{variant}")
+    assert row["params"] == sum(p.numel() for p in net.parameters())
+    assert row["num_features"] == net.num_features == 1280

