@@ -182,4 +182,6 @@ def test_models_table_rows() -> None:
     assert [r["name"] for r in list_packaged()] == [
         "packaged:minilm-l6",
         "packaged:efficientnet-lite0",
+        "packaged:efficientnet-lite1",
+        "packaged:efficientnet-lite2",
     ]

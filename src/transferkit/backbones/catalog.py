@@ -52,7 +52,12 @@ PACKAGED_INFO: list[dict[str, Any]] = [
 _FAMILY_ROWS = {
     "timm": ("image", "timm (HF Hub weights need internet)", "Apache-2.0 (code); per model"),
     "torchvision": ("image", "torchvision (weights download needs internet)", "BSD-3; per model"),
-    "hf": ("text / image", "transformers AutoModel: Hub id or local directory", "per model"),
+    "hf": (
+        "text / image",
+        "transformers AutoModel (encoders: mean pooling; causal decoders such as GPT-2: "
+        "last-token pooling): Hub id or local directory",
+        "per model",
+    ),
     "file": ("any", "safetensors checkpoint written by transferkit", "yours"),
 }
 

@@ -4,16 +4,28 @@ that say what to do offline.
 ``source`` is a local directory (anything that exists, or starts with ``/``, ``.`` or
 ``~``) or a Hub id. Hub ids are resolved from the local Hugging Face cache when the hub is
 unreachable; when that fails too, the error names the offline alternatives.
+
+Decoder-only causal LMs (GPT-2 style, :func:`is_causal_decoder`) need two adjustments:
+
+* their tokenizer usually has no pad token: the EOS token pads, on the right
+  (:func:`decoder_tokenizer`), so position ids stay ``0..n-1`` for every row;
+* GPT-2's projections are ``transformers.pytorch_utils.Conv1D`` (``y = x W + b`` with
+  ``W`` ``[in, out]``), which PEFT's default targets and IA3's feed-forward detection do not
+  recognise; :func:`conv1d_to_linear` swaps each for the equal ``nn.Linear`` (weight
+  ``W^T``), so LoRA / IA3 / LoHa adapt them like any transformer's linears. Option
+  ``conv1d_as_linear=False`` keeps the original modules.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from transferkit.backbones.base import Preprocess
@@ -28,6 +40,7 @@ OWN_KWARGS = (
     "trust_remote_code",
     "tokenizer",
     "input_size",
+    "conv1d_as_linear",
 )
 HUB_FIX = (
     "offline, use packaged:minilm-l6 (text) or packaged:efficientnet-lite0 (images), or "
@@ -191,3 +204,65 @@ def _quiet_loading() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def is_causal_decoder(config: Any) -> bool:
+    """True for a decoder-only causal LM (GPT-2, GPT-Neo, OPT, Llama, ...).
+
+    Its ``model_type`` has a causal-LM head in transformers but no masked-LM head (BERT-like
+    encoders have both), and it is not an encoder-decoder (T5, BART).
+    """
+    from transformers.models.auto import modeling_auto as auto
+
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    kind = getattr(config, "model_type", "")
+    causal, masked = auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return kind in causal and kind not in masked
+
+
+def decoder_tokenizer(tok: Any, spec: str, *, owned: bool) -> Any:
+    """``tok`` padding on the right with its EOS token when it has no pad token.
+
+    A tokenizer the caller passed in (``owned=False``) is copied before it is changed.
+    """
+    if tok is None or (tok.pad_token is not None and tok.padding_side == "right"):
+        return tok
+    if not owned:
+        tok = copy.deepcopy(tok)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise BackboneError(
+                "the decoder's tokenizer has neither a pad nor an EOS token, so batches "
+                "cannot be padded",
+                where=spec,
+                fix="pass a tokenizer with a pad token (tokenizer.pad_token = ...)",
+            )
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def conv1d_to_linear(model: nn.Module) -> int:
+    """Replace every transformers ``Conv1D`` of ``model`` by the equal ``nn.Linear``.
+
+    ``Conv1D(nf, nx)`` computes ``x W + b`` with ``W`` ``[nx, nf]``; the Linear gets weight
+    ``W^T`` ``[nf, nx]``, the same bias and the same ``requires_grad`` flags. Returns the
+    number of modules replaced.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, Conv1D)]
+    for name, conv in found:
+        w, b = conv.weight, conv.bias
+        lin = nn.Linear(w.shape[0], w.shape[1], bias=b is not None, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(w.t())
+            if b is not None:
+                lin.bias.copy_(b)
+                lin.bias.requires_grad_(b.requires_grad)
+        lin.weight.requires_grad_(w.requires_grad)
+        lin.train(conv.training)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, lin)
+    return len(found)

