@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, RidgeClassifier
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, NearestCentroid
 from sklearn.svm import LinearSVC, LinearSVR
 
 from tests.conftest import TinyVectorBackbone
 from transferkit.errors import ConfigError, DataError
-from transferkit.methods.feature_heads import FeatureHeadParams, KNNHead, fit_head
+from transferkit.methods.feature_heads import FeatureHeadParams, KNNHead, build_head, fit_head
 from transferkit.methods.heads import make_head
 from transferkit.methods.linear_probe import LinearProbe, LinearProbeParams
+from transferkit.methods.prototypes import PrototypeHead
 
 HEADS = ["logreg", "ridge", "linear_svm", "mlp", "knn"]
+PROTOTYPE_HEADS = ["prototype", "prototype_transductive"]  # classification only
 
 
 def _flat_weights_hash(backbone: torch.nn.Module) -> str:
@@ -67,7 +69,7 @@ def _head_out(p: LinearProbe, f: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("classes", [2, 3])
-@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("head", HEADS + PROTOTYPE_HEADS)
 def test_head_accuracy_and_sklearn_equivalence(head: str, classes: int) -> None:
     f_tr, y_tr = _blobs(150, classes)
     f_va, y_va = _blobs(60, classes, seed=1)
@@ -94,6 +96,12 @@ def test_head_accuracy_and_sklearn_equivalence(head: str, classes: int) -> None:
         ref = KNeighborsClassifier(int(s), metric="cosine", algorithm="brute").fit(z_tr, y_tr)
         np.testing.assert_array_equal(out.argmax(1), ref.predict(z_te))
         np.testing.assert_allclose(np.exp(out), ref.predict_proba(z_te), atol=1e-6)
+    elif head == "prototype":  # nearest class mean on the raw features
+        assert p.head_info_["distance"] in ("cosine", "euclidean")
+        ref = NearestCentroid().fit(f_tr, y_tr)
+        np.testing.assert_allclose(p.head.prototypes.numpy(), ref.centroids_, rtol=1e-5)
+        if p.head_info_["distance"] == "euclidean":
+            np.testing.assert_array_equal(out.argmax(1), ref.predict(f_te))
     assert (
         p.selected_param_
         == {
@@ -102,6 +110,8 @@ def test_head_accuracy_and_sklearn_equivalence(head: str, classes: int) -> None:
             "linear_svm": "C",
             "mlp": "weight_decay",
             "knn": "k",
+            "prototype": "temperature",
+            "prototype_transductive": "temperature",
         }[head]
     )
 
@@ -190,7 +200,7 @@ def test_predict_end_to_end_with_layers() -> None:
         np.testing.assert_allclose(got, _head_out(p, f), atol=1e-5)
 
 
-@pytest.mark.parametrize("head", ["mlp", "knn", "ridge"])
+@pytest.mark.parametrize("head", ["mlp", "knn", "ridge", "prototype", "prototype_transductive"])
 def test_fitted_head_round_trips_through_state_dict(head: str) -> None:
     f_tr, y_tr = _blobs(90, 3)
     f_va, y_va = _blobs(30, 3, seed=1)
@@ -205,6 +215,20 @@ def test_fitted_head_round_trips_through_state_dict(head: str) -> None:
         torch.testing.assert_close(fresh.predict(x), p.predict(x))
     if head == "knn":
         assert isinstance(fresh.head, KNNHead) and fresh.head.train_z.shape == (90, 8)
+    if head.startswith("prototype"):
+        assert isinstance(fresh.head, PrototypeHead) and fresh.head.distance == p.head.distance
+
+
+def test_prototype_heads_are_classification_only() -> None:
+    f, _ = _blobs(40, 2)
+    for head in PROTOTYPE_HEADS:
+        params = FeatureHeadParams(head=head)
+        with pytest.raises(ConfigError, match="regression target"):
+            fit_head(f, f[:, 0], f, f[:, 0], task="regression", num_outputs=1, params=params)
+        with pytest.raises(ConfigError, match="regression target"):
+            build_head(head, 8, 1, "regression", params)
+        with pytest.raises(ConfigError, match="regression target"):
+            _probe(head, 1, task="regression")
 
 
 def test_mlp_is_deterministic_under_a_seed() -> None:

@@ -20,6 +20,11 @@ raw features ``[B, D]`` to outputs ``[B, K]`` (logits, or ``K = 1`` for regressi
   It cannot be folded: the standardised training set and labels live in buffers (torch
   prediction, saved with ``state_dict``). Classification outputs log vote fractions
   (``softmax`` gives them back); regression outputs the neighbours' mean target.
+* ``prototype``: nearest class mean (few-shot prototypes, Snell et al. 2017) on the raw
+  features, ``-||f - p_k||^2 / tau`` or ``cos(f - mu, p_k - mu) / tau``; the distance and
+  ``tau`` are chosen on val (accuracy, then NLL). ``prototype_transductive`` first refines
+  the prototypes with unlabelled features (bias-corrected soft k-means, Ren et al. 2018).
+  Classification only; see :mod:`transferkit.methods.prototypes`.
 
 References: Kornblith et al. 2019, https://arxiv.org/abs/1805.08974 (linear probes);
 Wu et al. 2018, https://arxiv.org/abs/1805.01978 (kNN on normalised features).
@@ -36,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
 from sklearn.metrics import accuracy_score, r2_score
@@ -46,8 +51,16 @@ from torch import nn
 
 from transferkit.errors import DataError
 from transferkit.methods.base import MethodParams
+from transferkit.methods.prototypes import (
+    PROTOTYPE_HEADS,
+    PrototypeHead,
+    check_head_task,
+    fit_prototype_head,
+)
 
-HeadKind = Literal["logreg", "ridge", "linear_svm", "mlp", "knn"]
+HeadKind = Literal[
+    "logreg", "ridge", "linear_svm", "mlp", "knn", "prototype", "prototype_transductive"
+]
 Task = Literal["classification", "regression"]
 LINEAR_HEADS: tuple[str, ...] = ("logreg", "ridge", "linear_svm")
 _EPS = 1e-6
@@ -60,7 +73,10 @@ def _grid(default: list[Any], description: str) -> Any:
 class FeatureHeadParams(MethodParams):
     """Which head to fit on frozen features, and the grids tuned on the validation split."""
 
-    head: HeadKind = Field("logreg", description="logreg | ridge | linear_svm | mlp | knn")
+    head: HeadKind = Field(
+        "logreg",
+        description="logreg | ridge | linear_svm | mlp | knn | prototype | prototype_transductive",
+    )
     strengths: list[float] = _grid(
         [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0],
         "grid of C (logreg, linear_svm) or 1/alpha (ridge), chosen on val",
@@ -74,18 +90,30 @@ class FeatureHeadParams(MethodParams):
     mlp_max_epochs: int = Field(500, gt=0, description="mlp: full-batch steps at most")
     mlp_patience: int = Field(30, gt=0, description="mlp: steps without a better val loss")
     seed: int | None = Field(None, description="mlp init seed (None: drawn from torch's RNG)")
+    prototype_distances: list[Literal["cosine", "euclidean"]] = _grid(
+        ["cosine", "euclidean"], "prototype heads: distances tried, chosen on val"
+    )
+    prototype_temperatures: list[PositiveFloat] = _grid(
+        [0.03, 0.1, 0.3, 1.0],
+        "prototype heads: temperature grid, chosen on val (euclidean: in units of the mean "
+        "squared norm of the centred features)",
+    )
+    prototype_steps: int = Field(10, gt=0, description="prototype_transductive: refinement steps")
 
 
 @dataclass
 class FittedHead:
     """``module``: raw features ``[B, D]`` -> ``[B, K]``; ``param`` (``C``, ``1/alpha``, ``k``,
-    ``weight_decay``) = ``selected``; val metric per grid value and of the chosen one."""
+    ``weight_decay``, ``temperature``) = ``selected``; val metric per grid value (prototype
+    heads: per ``"distance, tau=..."``) and of the chosen one; ``info``: head-specific facts
+    (prototype heads: distance, temperatures, which unlabelled rows were used)."""
 
     module: nn.Module
     param: str
     selected: float
-    val_scores: dict[float, float] = field(default_factory=dict)
+    val_scores: dict[Any, float] = field(default_factory=dict)
     val_score: float = float("nan")
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def val_metric(task: str, y: np.ndarray, outputs: np.ndarray) -> float:
@@ -178,6 +206,9 @@ def build_head(
         return nn.Linear(in_features, num_outputs)
     if kind == "mlp":
         return MLPHead(in_features, params.mlp_hidden, num_outputs)
+    if kind in PROTOTYPE_HEADS:
+        check_head_task(kind, task)
+        return PrototypeHead(in_features, num_outputs, params.prototype_distances[0])
     return KNNHead(in_features, num_outputs, task, params.knn_metric)
 
 
@@ -190,12 +221,19 @@ def fit_head(
     task: Task,
     num_outputs: int,
     params: FeatureHeadParams,
+    unlabelled: np.ndarray | None = None,
+    unlabelled_from: str = "unlabelled features passed to fit_head",
 ) -> FittedHead:
     """Fit ``params.head`` on features ``[N, D]``; tune its hyper-parameter on val only.
 
+    ``unlabelled`` ``[M, D]`` (used by ``prototype_transductive`` only; ``unlabelled_from``
+    names those rows in ``info``): without it the val inputs serve, their labels unused.
+
     Raises:
+        ConfigError: a prototype head on a regression task.
         DataError: class labels outside ``0 .. num_outputs - 1`` or a single training class.
     """
+    check_head_task(params.head, task)
     f_train, f_val = np.asarray(f_train, np.float32), np.asarray(f_val, np.float32)
     _check_labels(y_train, y_val, task, num_outputs)
     mu = f_train.astype(np.float64).mean(0)
@@ -205,7 +243,19 @@ def fit_head(
     )
     if params.head in LINEAR_HEADS:
         return _fit_linear(pb)
+    if params.head in PROTOTYPE_HEADS:
+        return _fit_prototype(pb, unlabelled, unlabelled_from)
     return _fit_mlp(pb) if params.head == "mlp" else _fit_knn(pb)
+
+
+def _fit_prototype(pb: _Problem, unlabelled: np.ndarray | None, source: str) -> FittedHead:
+    """Prototype heads on the raw features (they centre them themselves)."""
+    fit = fit_prototype_head(
+        pb.f_tr, pb.y_tr, pb.f_va, pb.y_va, pb.num_outputs, pb.params, unlabelled, source
+    )
+    return FittedHead(
+        fit.head, "temperature", fit.temperature, fit.val_scores, fit.val_score, fit.info
+    )
 
 
 @dataclass

@@ -6,10 +6,12 @@ outputs of the layer groups ``layers`` concatenated, ``D = sum_i D_i``), standar
 validation split (see :mod:`transferkit.methods.feature_heads`): by default L2-regularised
 logistic regression (``min_w sum_i CE(w z_i, y_i) + ||w||^2 / (2C)``) for classification or
 ridge regression (``min_w ||Z w - y||^2 + alpha ||w||^2``) for regression; ``head`` selects
-a ridge classifier, a linear SVM, a small MLP or k-NN instead. Linear heads are folded into
-a torch ``nn.Linear`` (``W' = W / sigma``, ``b' = b - W' mu``); the MLP and k-NN heads are
-torch modules too, so ``predict(x) = head(features(x))`` needs no scikit-learn at inference
-time and the whole method saves with ``state_dict``.
+a ridge classifier, a linear SVM, a small MLP, k-NN, or few-shot prototypes (nearest class
+mean, optionally refined transductively with unlabelled target features; see
+:mod:`transferkit.methods.prototypes`) instead. Linear heads are folded into a torch
+``nn.Linear`` (``W' = W / sigma``, ``b' = b - W' mu``); the other heads are torch modules,
+so ``predict(x) = head(features(x))`` needs no scikit-learn at inference time and the whole
+method saves with ``state_dict``.
 
 Reference: Kornblith et al. 2019, "Do Better ImageNet Models Transfer Better?",
 https://arxiv.org/abs/1805.08974
@@ -50,7 +52,9 @@ class LinearProbe(SupervisedMethod):
     """Frozen backbone + a head on cached features, strength tuned on validation.
 
     Fitted state: ``selected_strength_`` (the chosen value of ``selected_param_``: ``C``,
-    ``1/alpha``, ``k`` or ``weight_decay``) and ``val_scores_`` (value -> val metric).
+    ``1/alpha``, ``k``, ``weight_decay`` or ``temperature``), ``val_scores_`` (grid value ->
+    val metric) and ``head_info_`` (prototype heads: distance, temperatures, and which
+    unlabelled rows refined the prototypes).
     """
 
     name: ClassVar[str] = "linear_probe"
@@ -85,7 +89,13 @@ class LinearProbe(SupervisedMethod):
             p.requires_grad_(False)
         self.selected_strength_: float | None = None
         self.selected_param_: str | None = None
-        self.val_scores_: dict[float, float] = {}
+        self.val_scores_: dict[Any, float] = {}
+        self.head_info_: dict[str, Any] = {}
+
+    @property
+    def uses_unlabelled(self) -> bool:
+        """True when ``fit_features`` makes use of ``unlabelled`` target features."""
+        return self.hparams.head == "prototype_transductive"
 
     def train(self, mode: bool = True) -> LinearProbe:
         super().train(mode)
@@ -115,10 +125,26 @@ class LinearProbe(SupervisedMethod):
         return feats if self.layers is None else np.concatenate(feats, axis=1)
 
     def fit_features(
-        self, f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray, y_val: np.ndarray
+        self,
+        f_train: np.ndarray,
+        y_train: np.ndarray,
+        f_val: np.ndarray,
+        y_val: np.ndarray,
+        *,
+        unlabelled: np.ndarray | None = None,
+        unlabelled_from: str = "unlabelled features passed to fit_features",
     ) -> LinearProbe:
-        """Fit the head on features ``[N, D]``; choose the strength on ``(f_val, y_val)``."""
-        for name, f in (("train", f_train), ("val", f_val)):
+        """Fit the head on features ``[N, D]``; choose the strength on ``(f_val, y_val)``.
+
+        ``unlabelled`` ``[M, D]``: target features without labels (the label-budget pool, or
+        val + test inputs), used by ``head: prototype_transductive`` only (see
+        :attr:`uses_unlabelled`); without them it uses the val inputs. ``unlabelled_from``
+        names those rows in ``head_info_``.
+        """
+        named = [("train", f_train), ("val", f_val)]
+        if unlabelled is not None and self.uses_unlabelled:
+            named.append(("unlabelled", unlabelled))
+        for name, f in named:
             if np.ndim(f) != 2 or np.shape(f)[1] != self.in_features:
                 raise ConfigError(
                     f"{name} features have shape {np.shape(f)}, the head expects "
@@ -134,11 +160,14 @@ class LinearProbe(SupervisedMethod):
             task=self.task,
             num_outputs=self.num_outputs,
             params=self.hparams,
+            unlabelled=unlabelled,
+            unlabelled_from=unlabelled_from,
         )
         self.head = fitted.module
         self.selected_strength_ = fitted.selected
         self.selected_param_ = fitted.param
         self.val_scores_ = dict(fitted.val_scores)
+        self.head_info_ = dict(fitted.info)
         return self
 
 
