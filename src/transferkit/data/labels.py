@@ -148,6 +148,7 @@ def _encode_classes(
         raise DataError(
             f"only one class ({names[int(present[0])]!r}) occurs in the labels",
             where=where,
-            fix="a classifier needs examples of at least two classes; check the label column",
+            fix="a classifier needs examples of at least two classes: check the labels "
+            "(the label column, or the class sub-folders of an image folder)",
         )
     return y, names

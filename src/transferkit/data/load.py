@@ -79,6 +79,7 @@ def _split_spec(
         raise DataError(
             f"a dataset spec must be a name, a path or a mapping, not {type(spec).__name__}",
             where="load_dataset",
+            fix="pass e.g. 'digits', 'data.csv' or {'path': 'data.csv', 'text_column': 'body'}",
         )
     if isinstance(spec, str) and spec in DATASETS:
         return spec, None, dict(options)

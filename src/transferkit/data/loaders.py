@@ -66,6 +66,7 @@ class PairedDataset(torch.utils.data.Dataset):
             raise DataError(
                 "paired loader needs non-empty source and target datasets",
                 where=f"source {source.name} ({len(source)}), target {target.name} ({len(target)})",
+                fix="give both domains at least one example",
             )
         self.source = source
         self.target = target

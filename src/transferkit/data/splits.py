@@ -27,7 +27,11 @@ def _check_args(
     max_examples: int | None,
 ) -> None:
     if not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
-        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}", where="seed")
+        raise ConfigError(
+            f"seed must be an integer in [0, 2**32), got {seed!r}",
+            where="seed",
+            fix="use a non-negative integer seed such as 0",
+        )
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 < frac < 1:
             raise ConfigError(
@@ -50,7 +54,9 @@ def _check_args(
         )
     if max_examples is not None and max_examples < 2:
         raise ConfigError(
-            f"max_examples must be at least 2, got {max_examples}", where="max_examples"
+            f"max_examples must be at least 2, got {max_examples}",
+            where="max_examples",
+            fix="use max_examples >= 2, or leave it unset for the whole dataset",
         )
 
 

@@ -5,7 +5,9 @@ reaches ``trainer.method``, ``trainer.optimizer``, ``trainer.scheduler``, ``trai
 (0-based), ``trainer.step_in_epoch``, ``trainer.global_step`` (optimizer steps done),
 ``trainer.config`` and ``trainer.request_stop(reason)``. Hooks, in order:
 
-* ``on_train_start`` once per ``fit`` (after a resume has restored all state);
+* ``on_train_start`` once per ``fit`` (after a resume has restored all state), and again
+  after a rollback to the last good checkpoint (``TrainConfig.on_nonfinite="rollback"``),
+  which first calls ``on_teardown`` and restores every callback's state like a resume;
 * ``on_epoch_start`` when an epoch begins *or resumes* (``trainer.step_in_epoch > 0``
   then): write it as an idempotent function of ``trainer.epoch`` that draws no random
   numbers from the global RNGs (exact resume depends on it);
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from transferkit.engine.checkpoint import load_weights, save_weights
-from transferkit.errors import ConfigError, TrainingError
+from transferkit.errors import CheckpointError, ConfigError, TrainingError
 from transferkit.utils.io import atomic_path
 
 if TYPE_CHECKING:
@@ -201,8 +203,17 @@ class EarlyStopping(Callback):
         self._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
         if trainer.saves_checkpoints and trainer.is_main_process:
             name = f"best-{self.best_epoch:04d}.safetensors"
-            with atomic_path(trainer.checkpoint_dir / name) as tmp:
-                self.best_sha256 = save_weights(tmp, self._best_weights)
+            try:
+                with atomic_path(trainer.checkpoint_dir / name) as tmp:
+                    self.best_sha256 = save_weights(tmp, self._best_weights)
+            except OSError as exc:
+                raise CheckpointError(
+                    f"could not write the best weights {name}: {exc.strerror or exc}; the "
+                    "last checkpoint is intact",
+                    where=str(trainer.checkpoint_dir),
+                    fix="free disk space or make the run directory writable (or use another "
+                    "--out), then resume",
+                ) from exc
             self.best_file = name
 
     def on_checkpoint(self, trainer: Trainer, path: Any) -> None:

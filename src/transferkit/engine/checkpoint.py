@@ -14,23 +14,37 @@ Layout under ``run_dir/checkpoints/``::
 A checkpoint is written into a hidden temporary directory, every file is fsynced, the
 directory is renamed into place and only then ``latest`` is replaced (temp file + rename).
 A process killed at any moment therefore leaves ``latest`` pointing at a complete
-checkpoint. Loading verifies both checksums and raises
-:class:`~transferkit.errors.CheckpointError` on any mismatch.
+checkpoint (a killed write leaves a ``.tmp-*`` directory, which nothing reads and the next
+save removes). A checkpoint directory is never replaced in place. A write that fails (disk
+full, read-only directory) removes what it wrote and raises
+:class:`~transferkit.errors.CheckpointError` naming the checkpoint that was kept. Loading
+verifies both checksums and raises :class:`~transferkit.errors.CheckpointError` on any
+mismatch. :func:`dataset_fingerprint` and :func:`method_signature` describe the data and
+the method a checkpoint was written for (``engine.state`` refuses a resume when they
+differ).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from transferkit.errors import CheckpointError
 from transferkit.utils.io import atomic_write_text, sha256_file
@@ -99,8 +113,19 @@ def _fsync_path(path: Path) -> None:
 
 
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> str:
-    """Write ``state_dict`` as safetensors at ``path`` (fsynced); return its sha256."""
-    save_file(tensors_for_saving(state_dict), str(path), metadata={"format": "pt"})
+    """Write ``state_dict`` as safetensors at ``path`` (fsynced); return its sha256.
+
+    An I/O failure inside safetensors (which reports it as ``SafetensorError: ... (os error
+    28)``) is raised as the ``OSError`` it is, so callers can tell a full disk.
+    """
+    try:
+        save_file(tensors_for_saving(state_dict), str(path), metadata={"format": "pt"})
+    except SafetensorError as exc:
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        num = int(code.group(1))
+        raise OSError(num, os.strerror(num), str(path)) from exc
     _fsync_path(path)
     return sha256_file(path)
 
@@ -138,32 +163,76 @@ class CheckpointStore:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     def save(self, name: str, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
-        """Write checkpoint ``name`` atomically and point ``latest`` at it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        """Write checkpoint ``name`` atomically and point ``latest`` at it.
+
+        An existing checkpoint is never replaced in place: if ``name`` is taken, the new one
+        is written as ``name.1`` (``name.2``, ...). Any failure (a full disk, a read-only
+        directory) removes the temporary directory, leaves ``latest`` on the previous
+        checkpoint and raises :class:`~transferkit.errors.CheckpointError`.
+        """
         try:
-            sha = save_weights(tmp / WEIGHTS, weights)
-            torch.save({**state, "format": FORMAT, "weights_sha256": sha}, tmp / STATE)
-            _fsync_path(tmp / STATE)
-            manifest = {"format": FORMAT, "files": {WEIGHTS: sha, STATE: sha256_file(tmp / STATE)}}
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-            _fsync_path(tmp / MANIFEST)
-            _fsync_path(tmp)
-            final = self.root / name
-            if final.exists():
-                old = self.root / f".old-{name}-{uuid.uuid4().hex[:8]}"
-                final.rename(old)
-                shutil.rmtree(old)
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._write_error(exc, name) from exc
+        final = self._free_name(name)
+        tmp = self.root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.mkdir()
+            self._write_files(tmp, weights, state)
             tmp.rename(final)
-            _fsync_path(self.root)
-        except BaseException:
+            atomic_write_text(self.root / LATEST, final.name + "\n")
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if final.exists() and not self._is_latest(final.name):
+                shutil.rmtree(final, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise self._write_error(exc, final.name) from exc
             raise
-        atomic_write_text(self.root / LATEST, name + "\n")
-        _fsync_path(self.root)
-        self._prune(keep=name)
+        with contextlib.suppress(OSError):  # the rename is done; durability is best effort
+            _fsync_path(self.root)
+        self._prune(keep=final.name)
         return final
+
+    def _is_latest(self, name: str) -> bool:
+        pointer = self.root / LATEST
+        return pointer.is_file() and pointer.read_text().strip() == name
+
+    def _free_name(self, name: str) -> Path:
+        final, n = self.root / name, 0
+        while final.exists():
+            n += 1
+            final = self.root / f"{name}.{n}"
+        return final
+
+    @staticmethod
+    def _write_files(tmp: Path, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        sha = save_weights(tmp / WEIGHTS, weights)
+        torch.save({**state, "format": FORMAT, "weights_sha256": sha}, tmp / STATE)
+        _fsync_path(tmp / STATE)
+        manifest = {"format": FORMAT, "files": {WEIGHTS: sha, STATE: sha256_file(tmp / STATE)}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _fsync_path(tmp / MANIFEST)
+        _fsync_path(tmp)
+
+    def _write_error(self, exc: OSError, name: str) -> CheckpointError:
+        """A CheckpointError for a failed write; names the checkpoint that is kept."""
+        pointer = self.root / LATEST
+        kept = pointer.read_text().strip() if pointer.is_file() else None
+        keeps = (
+            f"the previous checkpoint {kept} is intact and `resume` continues from it"
+            if kept
+            else "no earlier checkpoint exists"
+        )
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what, fix = "no space left on the device", "free disk space (or use another --out)"
+        else:
+            what = exc.strerror or type(exc).__name__
+            fix = "make the run directory writable (or use another --out)"
+        return CheckpointError(
+            f"could not write checkpoint {name}: {what}; {keeps}",
+            where=str(self.root),
+            fix=f"{fix}, then resume",
+        )
 
     def _prune(self, keep: str) -> None:
         for p in self.root.iterdir():
@@ -215,3 +284,64 @@ class CheckpointStore:
                 fix=_FIX,
             )
         return load_weights(path / WEIGHTS, files.get(WEIGHTS)), state
+
+
+# ------------------------------------------------- what a checkpoint must match on resume
+FINGERPRINT_ITEMS = 256
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """Hash ``obj`` (tensors, arrays, strings, numbers, containers) into ``h``."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous()
+        h.update(f"t{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, np.ndarray) and obj.dtype != object:
+        h.update(f"a{obj.dtype.str}{obj.shape}".encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, str | bytes | os.PathLike):
+        raw = os.fsencode(obj) if not isinstance(obj, str) else obj.encode("utf-8", "replace")
+        h.update(b"s%d:" % len(raw) + raw)
+    elif obj is None or isinstance(obj, bool | int | float | complex | np.generic):
+        h.update(f"n{obj!r};".encode())
+    elif isinstance(obj, Mapping):
+        h.update(b"{")
+        for key in sorted(obj, key=str):
+            _feed(h, str(key))
+            _feed(h, obj[key])
+        h.update(b"}")
+    elif isinstance(obj, list | tuple | np.ndarray):
+        h.update(b"[")
+        for x in obj:
+            _feed(h, x)
+        h.update(b"]")
+    elif callable(getattr(obj, "tobytes", None)):  # PIL images and the like
+        h.update(type(obj).__name__.encode() + obj.tobytes())
+    else:
+        h.update(f"?{type(obj).__qualname__}".encode())
+
+
+def dataset_fingerprint(dataset: Any, max_items: int = FINGERPRINT_ITEMS) -> str:
+    """sha256 of up to ``max_items`` evenly spaced items (all of them for small sets).
+
+    Items must be a deterministic function of their index (as exact resume already
+    requires). A dataset may define ``fingerprint() -> str`` to replace this.
+    """
+    own = getattr(dataset, "fingerprint", None)
+    if callable(own):
+        return str(own())
+    n = len(dataset)
+    h = hashlib.sha256(f"n={n}".encode())
+    picks = np.linspace(0, n - 1, min(n, max_items)).round().astype(np.int64)
+    for i in sorted(set(picks.tolist())):
+        h.update(b"#%d" % i)
+        _feed(h, dataset[i])
+    return h.hexdigest()
+
+
+def method_signature(method: nn.Module) -> dict[str, Any]:
+    """The method's class and hyper-parameters (its ``hparams``, when it has them)."""
+    cls = type(method)
+    hp = getattr(method, "hparams", None)
+    params = hp.model_dump(mode="json") if isinstance(hp, BaseModel) else None
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "params": params}

@@ -30,8 +30,15 @@ RESUME_MUTABLE = frozenset(
         "tensorboard",
         "num_workers",
         "save_checkpoints",
+        # what to do about a non-finite loss from now on (the rollbacks already made, with
+        # their skipped batches and lowered learning rate, are in the checkpoint)
+        "on_nonfinite",
+        "max_rollbacks",
+        "rollback_skip_batches",
+        "rollback_lr_factor",
     }
 )
+NONFINITE = ("stop", "rollback")
 
 
 @dataclass
@@ -63,6 +70,16 @@ class TrainConfig:
     resume then restarts from the previous checkpoint, still exactly).
     ``mixed_precision="auto"`` means bf16 on a CUDA device that supports it, otherwise
     full precision.
+
+    Non-finite loss (or weights): ``on_nonfinite="stop"`` raises a
+    :class:`~transferkit.errors.TrainingError` and keeps the last good checkpoint (a later
+    ``fit(resume=True)`` continues from it). ``"rollback"`` (needs ``save_checkpoints``)
+    restores the last good checkpoint in place (weights, optimizer, scheduler, RNG,
+    counters, callback states) and goes on, at most ``max_rollbacks`` times per run: with
+    ``rollback_skip_batches`` the micro-batches of the optimizer step whose loss was
+    non-finite are skipped from then on (in that epoch; on resume too), and every learning
+    rate is multiplied by ``rollback_lr_factor`` (in (0, 1]) at each rollback. A rollback
+    run writes a checkpoint before its first step, so there is always one to return to.
     """
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -100,7 +117,10 @@ class TrainConfig:
     patience: int = 3
     min_delta: float = 0.0
     restore_best: bool = True
-    on_nonfinite: Literal["stop"] = "stop"
+    on_nonfinite: Literal["stop", "rollback"] = "stop"
+    max_rollbacks: int = 3
+    rollback_skip_batches: bool = True
+    rollback_lr_factor: float = 1.0
     tensorboard: bool = False
     find_unused_parameters: bool = False
 
@@ -149,6 +169,31 @@ class TrainConfig:
         return min(math.ceil(self.warmup_ratio * total_steps), total_steps)
 
 
+def check_trainer_inputs(method: Any, config: Any, val_fn: Any) -> None:
+    """ConfigError unless ``method`` is a Method, ``config`` a TrainConfig, and early
+    stopping has the validation function it monitors."""
+    from torch import nn
+
+    if not isinstance(method, nn.Module) or not callable(getattr(method, "training_step", None)):
+        raise ConfigError(
+            f"{type(method).__name__} is not a Method",
+            where="Trainer(method)",
+            fix="pass a transferkit.methods.base.Method",
+        )
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(
+            "config is not a TrainConfig",
+            where="Trainer(config)",
+            fix="build it with transferkit.engine.TrainConfig(...)",
+        )
+    if config.early_stopping and val_fn is None:
+        raise ConfigError(
+            "early stopping needs validation metrics but no val_fn was given",
+            where="TrainConfig.early_stopping",
+            fix="pass val_fn=... or set early_stopping=False",
+        )
+
+
 def _fail(name: str, value: Any, fix: str) -> None:
     raise ConfigError(
         f"invalid training setting {name}={value!r}", where=f"TrainConfig.{name}", fix=fix
@@ -161,7 +206,7 @@ def _check_choices(c: TrainConfig) -> None:
         ("schedule", SCHEDULES),
         ("mixed_precision", PRECISIONS),
         ("mode", ("max", "min")),
-        ("on_nonfinite", ("stop",)),
+        ("on_nonfinite", NONFINITE),
     ):
         value = getattr(c, name)
         if value not in allowed:
@@ -195,6 +240,7 @@ def _check_numbers(c: TrainConfig) -> None:
         "log_every_steps",
         "eval_every_epochs",
         "patience",
+        "max_rollbacks",
     ):
         v = getattr(c, name)
         if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
@@ -218,3 +264,29 @@ def _check_optional(c: TrainConfig) -> None:
     v = c.clip_grad_norm
     if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
         _fail("clip_grad_norm", v, "use a number > 0, or leave it unset to disable clipping")
+    _check_rollback(c)
+
+
+def _check_rollback(c: TrainConfig) -> None:
+    f = c.rollback_lr_factor
+    if isinstance(f, bool) or not (isinstance(f, int | float) and 0 < f <= 1):
+        _fail("rollback_lr_factor", f, "use a factor in (0, 1], e.g. 0.5 (1 keeps the rate)")
+    if not isinstance(c.rollback_skip_batches, bool):
+        _fail("rollback_skip_batches", c.rollback_skip_batches, "use true or false")
+    if c.on_nonfinite != "rollback":
+        return
+    if not c.save_checkpoints:
+        _fail(
+            "on_nonfinite",
+            c.on_nonfinite,
+            "a rollback returns to the last checkpoint: set save_checkpoints=True, or use "
+            "on_nonfinite='stop'",
+        )
+    if not c.rollback_skip_batches and f == 1:
+        _fail(
+            "rollback_lr_factor",
+            f,
+            "a rollback that neither skips the offending batches nor lowers the learning "
+            "rate would replay the same steps into the same non-finite loss: set "
+            "rollback_skip_batches=True or a rollback_lr_factor < 1",
+        )

@@ -7,10 +7,16 @@ batches were drawn before. A resumed run regenerates the permutation of its epoc
 the batches it already consumed (``Accelerator.skip_first_batches``).
 
 Under multi-process training Accelerate shards the batches of this sampler across
-processes (``BatchSamplerShard``); every process computes the same permutation, so no
-synchronisation is needed. The ``DataLoader`` gets a private ``torch.Generator`` (re-seeded
-per epoch), so creating an iterator never draws from the global RNG: dropout masks after a
-resume line up with those of an uninterrupted run.
+processes (``BatchSamplerShard`` with ``split_batches``, see ``engine.accel``): each global
+batch of ``batch_size`` examples is cut into one contiguous slice per process, so the
+batches, and the number of steps, are those of a 1-process run. Every process computes
+the same permutation, so no synchronisation is needed. A short last batch is the one
+exception: Accelerate completes it to ``batch_size`` with the first examples of the epoch,
+so that every process gets an equal slice (:func:`build_train_loader` says so).
+
+The ``DataLoader`` gets a private ``torch.Generator`` (re-seeded per epoch), so creating an
+iterator never draws from the global RNG: dropout masks after a resume line up with those
+of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ def build_train_loader(
             where=type(dataset).__name__,
             fix="provide more training examples or a smaller batch_size",
         )
+    _warn_padded_last_batch(n, batch_size, drop_last)
     sampler = EpochPermutationSampler(n, seed)
     generator = torch.Generator()
     generator.manual_seed(epoch_seed(seed, 0, stream=1))
@@ -98,6 +105,25 @@ def build_train_loader(
         persistent_workers=False,
     )
     return loader, sampler
+
+
+def _warn_padded_last_batch(n: int, batch_size: int, drop_last: bool) -> None:
+    """Warn (main process) when several processes will pad the epoch's short last batch."""
+    from transferkit.engine import accel
+
+    procs = accel.num_processes()
+    if procs == 1 or drop_last or n % batch_size == 0 or not accel.is_main_process():
+        return
+    log.warning(
+        "the last batch of each epoch holds %d of %d examples; with %d processes it is "
+        "completed with examples from the start of the epoch (each process needs %d), so "
+        "this run differs slightly from a 1-process run (use a training set size that is "
+        "a multiple of batch_size for identical batches)",
+        n % batch_size,
+        batch_size,
+        procs,
+        batch_size // procs,
+    )
 
 
 def reseed_loader(loader: DataLoader, seed: int, epoch: int) -> None:

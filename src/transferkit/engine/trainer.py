@@ -15,7 +15,18 @@ loss sums. ``fit(resume=True)`` restores all of it, regenerates the epoch's perm
 (``engine.data``), skips the consumed batches and restores the RNG states right before the
 next batch, so a run killed at any point and resumed ends with weights bit-identical to an
 uninterrupted run with the same seed (on the same hardware and software). Datasets and
-collate functions must not draw from the global RNGs for this to hold.
+collate functions must not draw from the global RNGs for this to hold. A resume is refused
+(:class:`~transferkit.errors.CheckpointError`, nothing written) when the checkpoint is
+corrupted or was written for other settings, data, method or architecture
+(``engine.state``).
+
+Faults. A non-finite loss (checked whenever scalars are flushed: at log steps,
+checkpoints and epoch ends) stops the run with a
+:class:`~transferkit.errors.TrainingError`, keeping the last good checkpoint, or with
+``on_nonfinite="rollback"`` returns to that checkpoint in place and goes on, skipping the
+offending micro-batches and/or lowering the learning rate (``TrainConfig``,
+``engine.state.roll_back``). A checkpoint that cannot be written (disk full) raises a
+CheckpointError and leaves the previous one intact (``engine.checkpoint``).
 """
 
 from __future__ import annotations
@@ -34,15 +45,25 @@ from torch import nn
 
 from transferkit.engine.accel import StepModule, make_accelerator
 from transferkit.engine.callbacks import Callback, CallbackList, EarlyStopping
-from transferkit.engine.checkpoint import CheckpointStore, restore_rng_state
-from transferkit.engine.config import TrainConfig
+from transferkit.engine.checkpoint import CheckpointStore, dataset_fingerprint, restore_rng_state
+from transferkit.engine.config import TrainConfig, check_trainer_inputs
 from transferkit.engine.data import build_train_loader, lone_batchnorm_batch, reseed_loader
 from transferkit.engine.loggers import JsonlLogger, ProgressBar, TensorBoardLogger
 from transferkit.engine.optim import build_optimizer
 from transferkit.engine.schedules import build_scheduler
-from transferkit.engine.state import TrainResult, restore_trainer, trainer_state, weights_finite
-from transferkit.engine.tracker import NonFiniteLoss, ScalarTracker, nonfinite_error
-from transferkit.errors import ConfigError, TrainingError
+from transferkit.engine.state import (
+    FaultLog,
+    NonFiniteRollback,
+    TrainResult,
+    agree_on_failure,
+    nonfinite_stop,
+    restore_trainer,
+    roll_back,
+    trainer_state,
+    weights_finite,
+)
+from transferkit.engine.tracker import NonFiniteLoss, ScalarTracker
+from transferkit.errors import TrainingError
 
 log = logging.getLogger(__name__)
 ValFn = Callable[[nn.Module], Mapping[str, float]]
@@ -75,26 +96,7 @@ class Trainer:
         callbacks: Iterable[Callback] = (),
         quiet: bool = False,
     ) -> None:
-        if not isinstance(method, nn.Module) or not callable(
-            getattr(method, "training_step", None)
-        ):
-            raise ConfigError(
-                f"{type(method).__name__} is not a Method",
-                where="Trainer(method)",
-                fix="pass a transferkit.methods.base.Method",
-            )
-        if not isinstance(config, TrainConfig):
-            raise ConfigError(
-                "config is not a TrainConfig",
-                where="Trainer(config)",
-                fix="build it with transferkit.engine.TrainConfig(...)",
-            )
-        if config.early_stopping and val_fn is None:
-            raise ConfigError(
-                "early stopping needs validation metrics but no val_fn was given",
-                where="TrainConfig.early_stopping",
-                fix="pass val_fn=... or set early_stopping=False",
-            )
+        check_trainer_inputs(method, config, val_fn)
         self.method, self.train_dataset, self.collate_fn = method, train_dataset, collate_fn
         self.config, self.val_fn, self.quiet = config, val_fn, quiet
         self.run_dir = Path(run_dir)
@@ -109,6 +111,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self._last_save = time.monotonic()
+        self.faults = FaultLog()
+        self.data_fingerprint = ""
 
     def _method_callbacks(self) -> list[Callback]:
         fn = getattr(self.method, "training_callbacks", None)
@@ -133,7 +137,12 @@ class Trainer:
             self.stop_reason = reason
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train (or, with ``resume``, continue from the latest checkpoint) and return."""
+        """Train (or, with ``resume``, continue from the latest checkpoint) and return.
+
+        A refused resume (corrupted checkpoint, other settings, data, method or
+        architecture) raises :class:`~transferkit.errors.CheckpointError` before anything
+        is written.
+        """
         self._setup()
         store = CheckpointStore(self.checkpoint_dir)
         latest = store.latest() if resume else None
@@ -151,11 +160,20 @@ class Trainer:
             self.callbacks.call("on_train_start", self)
             if rng is not None:
                 restore_rng_state(rng)
-            while self.epoch < self.config.epochs and self.stop_reason is None:
-                self._run_epoch()
-            return self._finish()
+            elif self.config.on_nonfinite == "rollback":
+                self._save("start")  # something to roll back to
+            return self._train_loop()
         finally:
             self.callbacks.call("on_teardown", self)
+
+    def _train_loop(self) -> TrainResult:
+        while True:
+            try:
+                while self.epoch < self.config.epochs and self.stop_reason is None:
+                    self._run_epoch()
+                return self._finish()
+            except NonFiniteRollback as exc:
+                restore_rng_state(roll_back(self, exc))
 
     # ----------------------------------------------------------------- set-up / restore
     def _builtin_callbacks(self) -> list[Callback]:
@@ -207,6 +225,15 @@ class Trainer:
         self.callbacks = CallbackList([*self._builtin_callbacks(), *self.user_callbacks])
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.history, self.stop_reason = [], None
+        self.faults = FaultLog()
+        self.data_fingerprint = self._fingerprint() if self.saves_checkpoints else ""
+
+    def _fingerprint(self) -> str:
+        """Content hash of the training data as of epoch 0 (each epoch sets its own again)."""
+        set_epoch = getattr(self.train_dataset, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(0)
+        return dataset_fingerprint(self.train_dataset)
 
     def _fresh_start(self, store: CheckpointStore) -> None:
         """Forget earlier checkpoints of this run directory (a later resume must not find
@@ -232,13 +259,22 @@ class Trainer:
             if skip:
                 loader = self.accelerator.skip_first_batches(self._loader, skip)
                 loader.set_epoch(e)
-            for batch in loader:
-                self._micro_step(batch)
-                if self.stop_reason is not None and self.accelerator.sync_gradients:
-                    if hasattr(loader, "end"):
-                        loader.end()
-                    break
+            try:
+                self._consume(loader)
+            finally:
+                if hasattr(loader, "end"):  # idempotent; needed when leaving early
+                    loader.end()
         self._end_epoch(t0)
+
+    def _consume(self, loader: Iterable[Any]) -> None:
+        """Micro-steps over ``loader``, passing over batches skipped by a rollback."""
+        for batch in loader:
+            if (self.epoch, self.step_in_epoch) in self.faults.skip:
+                self.step_in_epoch += 1
+                continue
+            self._micro_step(batch)
+            if self.stop_reason is not None and self.accelerator.sync_gradients:
+                break
 
     def _loss_of(self, outputs: Any) -> torch.Tensor:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else None
@@ -265,6 +301,9 @@ class Trainer:
                     outputs = {**outputs, "grad_norm": acc.clip_grad_norm_(self._params, clip)}
                 self.callbacks.call("on_before_optimizer_step", self)
                 self._optimizer_step()
+        if self.config.on_nonfinite == "rollback":
+            gn = outputs.get("grad_norm")
+            self.faults.record(self.global_step + 1, self.epoch, self.step_in_epoch, gn)
         self.step_in_epoch += 1
         self.tracker.add(outputs, self.global_step + 1)
         if acc.sync_gradients:
@@ -327,7 +366,7 @@ class Trainer:
 
     def _lr_fields(self, step: int, lrs: list[float]) -> dict[str, float]:
         """``lr``: the base lr times the schedule factor at ``step``; ``lr_<group>`` each."""
-        out = {"lr": self.config.lr * self._factor(step)}
+        out = {"lr": self.config.lr * self.faults.lr_scale * self._factor(step)}
         names: dict[str, float] = {}
         for g, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             names.setdefault(str(g.get("name", "")), lr)
@@ -348,13 +387,22 @@ class Trainer:
         self.callbacks.call("on_log", self, record)
 
     def _checked(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` (a tracker flush); a non-finite loss stops or rolls back the run.
+
+        Under several processes they agree on the first bad step (an all-reduce), so all
+        stop or roll back together.
+        """
         try:
-            return fn()
+            out, bad = fn(), None
         except NonFiniteLoss as exc:
-            latest = (
-                CheckpointStore(self.checkpoint_dir).latest() if self.saves_checkpoints else None
-            )
-            raise nonfinite_error(exc, self, latest.name if latest else None) from None
+            out, bad = None, NonFiniteRollback(exc.step, exc.value)
+        bad = agree_on_failure(self, bad)
+        if bad is None:
+            self.faults.verified(self.global_step)
+            return out
+        if self.config.on_nonfinite == "rollback":
+            raise bad
+        raise nonfinite_stop(self, bad, "") from None
 
     # ----------------------------------------------------------------- epoch end
     def _should_validate(self) -> bool:
@@ -390,7 +438,11 @@ class Trainer:
 
     def _end_epoch(self, t0: float) -> None:
         means = self._checked(self.tracker.epoch_means)
-        lr = self.config.lr * self._factor(max(self.scheduler.last_epoch - 1, 0))
+        lr = (
+            self.config.lr
+            * self.faults.lr_scale
+            * self._factor(max(self.scheduler.last_epoch - 1, 0))
+        )
         record: dict[str, Any] = {
             "type": "epoch",
             "step": self.global_step,
@@ -425,6 +477,7 @@ class Trainer:
             epochs_completed=self.epoch,
             stopped_reason=self.stop_reason or "completed",
             final_metrics=final,
+            rollbacks=list(self.faults.rollbacks),
         )
         self._save("final", result=result)
         return result
@@ -436,6 +489,8 @@ class Trainer:
             return
         self._checked(self.tracker.flush)
         if not weights_finite(self.method):
+            if self.config.on_nonfinite == "rollback" and tag != "start":
+                raise NonFiniteRollback(self.global_step, math.nan, "weights")
             raise TrainingError(
                 f"the weights became non-finite by step {self.global_step}; no checkpoint "
                 "was written",

@@ -1,34 +1,92 @@
 """The experiment schema: one YAML file describes data, model, method, training and baselines.
 
-Every section is a strict pydantic model (unknown keys are errors, with the closest valid
-key suggested). ``load_config`` reads YAML, applies ``--set key=value`` overrides, and
-validates; ``dump_config`` writes the fully resolved config (defaults filled in) back to
-YAML, so ``load_config(dump_config(c)) == c``.
+Every section is a strict pydantic model: unknown keys are errors (with the closest valid
+key suggested), numbers must be finite, and YAML booleans (``yes``, ``on``) are not taken
+for numbers. ``load_config`` reads YAML (refusing a key written twice in one mapping, and
+turning every parser failure into a :class:`ConfigError` with its line), applies
+``--set key=value`` overrides, and validates; ``dump_config`` writes the fully resolved
+config (defaults filled in) back to YAML, so ``load_config(dump_config(c)) == c``.
 """
 
 from __future__ import annotations
 
-import difflib
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from transferkit.errors import ConfigError
 
+DataSpec = str | dict[str, Any]
+
+
+def _not_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got the boolean {str(v).lower()}")
+    return v
+
+
+Seed = Annotated[int, Field(ge=0, lt=2**32), BeforeValidator(_not_bool)]
+
+
+def _allows_bool(annotation: Any) -> bool:
+    """Whether a field's type admits ``bool`` (or anything): ``int``/``float`` fields do not."""
+    if annotation is bool or annotation is Any:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_allows_bool(a) for a in typing.get_args(annotation) if a is not type(None))
+    return annotation not in (int, float)
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys and non-finite numbers are errors; ``true`` is not a number."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # YAML reads yes/no/on/off as booleans, which pydantic would take as 1/0
+        name = info.field_name
+        if name and not _allows_bool(cls.model_fields[name].annotation):
+            return _not_bool(v)
+        return v
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_spec(v: Any) -> Any:
+    if v is not None and not isinstance(v, str | dict):
+        raise ValueError(
+            "a dataset is a built-in name (e.g. digits), a file path, or a mapping such as "
+            f"{{path: data.csv, text_column: body}}; got {type(v).__name__} {short_repr(v)}"
+        )
+    return v
 
 
 class DataConfig(_Strict):
     """Which data to use and how to split it."""
 
-    target: str | dict[str, Any] = Field(description="built-in name or bring-your-own spec")
+    target: DataSpec = Field(description="built-in name or bring-your-own spec")
     target_options: dict[str, Any] = Field(default_factory=dict)
-    source: str | dict[str, Any] | None = None
+    source: DataSpec | None = None
     source_options: dict[str, Any] = Field(default_factory=dict)
     label_budget: int | None = Field(None, gt=0, description="labelled examples per class")
     val_fraction: float = Field(0.15, gt=0, lt=1)
@@ -40,18 +98,31 @@ class DataConfig(_Strict):
     )
     sampling_temperature: float = Field(2.0, gt=0, description="T of temperature sampling")
 
+    _spec_type = field_validator("target", "source", mode="before")(_check_spec)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} "
+                "leaves nothing to train on; keep their sum below 1 (e.g. 0.15 + 0.2)"
+            )
+        return self
+
 
 class TaskConfig(_Strict):
     """One task of a multi-task run (``tasks:``)."""
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="identifier")
-    data: str | dict[str, Any] | None = Field(None, description="dataset; default data.target")
+    data: DataSpec | None = Field(None, description="dataset; default data.target")
     data_options: dict[str, Any] = Field(default_factory=dict)
     derive: Literal["parity", "greater_than"] | None = Field(
         None, description="derive labels from numeric classes: parity, or > threshold"
     )
     threshold: float = 4.0
     weight: float = Field(1.0, gt=0, description="static loss weight (before the weighting)")
+
+    _spec_type = field_validator("data", mode="before")(_check_spec)
 
 
 class ModelConfig(_Strict):
@@ -124,6 +195,16 @@ class TrainConfigSection(_Strict):
     eval_batch_size: int = Field(128, gt=0)
     grad_accum_steps: int = Field(1, gt=0)
     clip_grad_norm: float | None = Field(1.0, gt=0)
+    on_nonfinite: Literal["stop", "rollback"] = Field(
+        "stop", description="non-finite loss: stop, or roll back to the last good checkpoint"
+    )
+    max_rollbacks: int = Field(3, ge=0, description="rollbacks allowed per training run")
+    rollback_skip_batches: bool = Field(
+        True, description="after a rollback, skip the batches of the step that failed"
+    )
+    rollback_lr_factor: float = Field(
+        1.0, gt=0, le=1, description="after a rollback, multiply the learning rate by this"
+    )
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "auto"
     checkpoint_every_steps: int | None = Field(None, gt=0)
     checkpoint_min_interval_s: float = Field(
@@ -181,7 +262,7 @@ class ExperimentConfig(_Strict):
     tasks: list[TaskConfig] | None = Field(
         None, description="multi-task runs: the tasks (each trained alone as its baseline)"
     )
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     bootstrap_samples: int = Field(2000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     report: bool = True
@@ -196,6 +277,11 @@ class ExperimentConfig(_Strict):
 
 # ----------------------------------------------------------------------------------- loading
 
+FIX_KEYS = (
+    "correct the keys named above (README.md lists every key; `transferkit validate CONFIG` "
+    "checks a config without running it)"
+)
+
 
 def _set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
@@ -206,7 +292,9 @@ def _set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
             nxt = node[k] = {}
         if not isinstance(nxt, dict):
             raise ConfigError(
-                f"cannot set {dotted!r}: {k!r} is not a section", where=f"--set {dotted}"
+                f"cannot set {dotted!r}: {k!r} is not a section (it holds {short_repr(nxt)})",
+                where=f"--set {dotted}",
+                fix=f"set {k!r} itself (--set {'.'.join(keys[: keys.index(k) + 1])}=...)",
             )
         node = nxt
     node[keys[-1]] = value
@@ -221,49 +309,15 @@ def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             )
         key, raw = item.split("=", 1)
         if not key.strip():
-            raise ConfigError(f"override {item!r} has an empty key", where="--set")
+            raise ConfigError(
+                f"override {item!r} has an empty key", where="--set", fix="write key.path=value"
+            )
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+            value = parse_yaml(raw, "--set") if raw.strip() else ""
+        except ConfigError:
+            value = raw  # not a YAML value: keep the text
         _set_path(doc, key.strip(), value)
     return doc
-
-
-def _fields_at(loc: Sequence[Any]) -> list[str]:
-    """Valid field names of the model section that ``loc`` (minus its last key) points to."""
-    model: Any = ExperimentConfig
-    for part in loc[:-1]:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if model is None:
-            return []
-    return list(getattr(model, "model_fields", {}))
-
-
-def _format_errors(err: ValidationError, source: str) -> ConfigError:
-    lines = []
-    for e in err.errors():
-        loc = list(e["loc"])
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc), n=1, cutoff=0.6)
-            suggestion = ".".join([*map(str, loc[:-1]), close[0]]) if close else ""
-            hint = f" (did you mean {suggestion!r}?)" if close else ""
-            valid = ", ".join(_fields_at(loc))
-            lines.append(f"{path}: unknown key{hint}; valid keys here: {valid}")
-        elif e["type"] == "missing":
-            lines.append(f"{path}: required key is missing")
-        else:
-            lines.append(f"{path}: {e['msg']} (got {e.get('input')!r})")
-    return ConfigError(
-        "invalid experiment config: " + "; ".join(lines),
-        where=source,
-        fix="correct the keys named above (see `transferkit run --help` and examples/)",
-    )
 
 
 def validate_config(doc: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
@@ -277,30 +331,125 @@ def validate_config(doc: Mapping[str, Any], source: str = "config") -> Experimen
     try:
         cfg = ExperimentConfig.model_validate(dict(doc))
     except ValidationError as err:
-        raise _format_errors(err, source) from None
+        from transferkit.experiment.validate import format_errors
+
+        raise format_errors(err, source) from None
     from transferkit.experiment.validate import check_semantics
 
     check_semantics(cfg, source)
     return cfg
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path`` with clear errors."""
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    fix = "write each key once per section (merge the two)"
+
+
+class _BadScalar(yaml.constructor.ConstructorError):
+    fix = "quote the value to keep it as text (e.g. name: '2020-13-45')"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key repeated in one mapping (plain YAML keeps the
+    last value silently, so a second ``train:`` section would drop the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *base' then explicit keys is the intended override idiom
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not None:
+                raise _DuplicateKey(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"the key {key!r} appears twice (first on line {first + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError, LookupError, AttributeError) as exc:
+            # PyYAML's converters fail this way on a date 2020-13-45, !!int abc, !!bool x
+            shown = short_repr(node.value) if isinstance(node, yaml.ScalarNode) else "a value"
+            raise _BadScalar(
+                None,
+                None,
+                f"cannot read {shown} as {node.tag.rsplit(':', 1)[-1]} ({exc})",
+                node.start_mark,
+            ) from None
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML text safely; every failure is a :class:`ConfigError` naming the line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(
+            f"config holds a value YAML cannot read: {exc.problem}",
+            where=f"{where}, line {mark.line + 1}" if mark is not None else where,
+            fix=getattr(exc, "fix", "write plain YAML: no !!python tags, only scalar keys"),
+        ) from None
+    except yaml.reader.ReaderError as exc:  # a control character; no line mark
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(
+            f"config holds the control character U+{int(exc.character):04X}",
+            where=f"{where}, line {line}",
+            fix='delete it, or write it as an escape inside double quotes (e.g. "\\t")',
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            f"config is not valid YAML: {getattr(exc, 'problem', None) or exc}",
+            where=f"{where}, line {mark.line + 1}" if mark is not None else where,
+            fix="check the indentation (spaces, not tabs), brackets and quotes on that line",
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            "config is nested too deeply to read", where=where, fix="flatten the document"
+        ) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML document from ``path`` with clear errors (not found, not UTF-8, invalid)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(
+            f"{str(p)!r} is a directory, not a config file",
+            where=str(p),
+            fix="pass the YAML file itself (a run directory keeps it as config.yaml)",
+        )
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist", fix="check the path")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError("config file is not UTF-8 text", where=str(p)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}, line {mark.line + 1}" if mark is not None else str(p)
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"config is not valid YAML: {getattr(exc, 'problem', exc)}", where=where
+            f"config file is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start})",
+            where=str(p),
+            fix="save the file as UTF-8",
         ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the config file: {exc.strerror}",
+            where=str(p),
+            fix="check the file's permissions",
+        ) from None
+    doc = parse_yaml(text, str(p))
     if doc is None:
-        raise ConfigError("config file is empty", where=str(p), fix="see examples/ for a start")
+        raise ConfigError(
+            "config file is empty",
+            where=str(p),
+            fix="write at least data: {target: ...} and model: {backbone: ...} (see README.md)",
+        )
     return doc
 
 

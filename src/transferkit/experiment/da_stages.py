@@ -11,6 +11,10 @@
   on source validation accuracy) and tested on the target: the verdict's comparator.
 * ``target_only`` — fine-tuned on the labelled target training split (what a user with
   target labels could do): an upper reference, not the comparator.
+
+Multi-process launches: the domain-gap measurement and its plot run on the main process
+only (result shared); feature caches are written by the main process only; test
+predictions are split across processes (:func:`stages.predict_distributed`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 from transferkit.data.loaders import PairedDataset, collate_with
 from transferkit.data.types import Splits
 from transferkit.diagnostics.domain_gap import domain_gap_report, embedding_2d, plot_domains
-from transferkit.engine import Trainer
+from transferkit.engine import Trainer, accel
 from transferkit.experiment import stages
 from transferkit.experiment.domains import adaptation_pool
 from transferkit.experiment.label_free import (
@@ -106,14 +110,14 @@ def run_adapted_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
     cfg = ctx.cfg
     method = stages.build_method(cfg, ctx.splits, pretrained=True)
     first = ctx.seed == cfg.seeds[0] and cfg.adaptation.domain_gap
-    gap = {"before": domain_gap_stage(method, ctx, "before")} if first else {}
+    gap = {"before": accel.on_main(domain_gap_stage, method, ctx, "before")} if first else {}
     if method.closed_form:
         rec = run_closed_form_da(ctx, stage, method)
     else:
         t0 = time.perf_counter()
         trainer = _paired_trainer(ctx, stage, method)
         result = trainer.fit(resume=ctx.resume)
-        outputs = stages.predict(
+        outputs = stages.predict_distributed(
             method, ctx.splits.test, method.backbone.prepare, cfg.train.eval_batch_size
         )
         key, mode = SELECTOR_KEYS[cfg.adaptation.selector]
@@ -126,7 +130,7 @@ def run_adapted_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
         }
         rec = stages.make_record(outputs, ctx.splits, t0, **extra)
     if first:
-        gap["after"] = domain_gap_stage(method, ctx, "after")
+        gap["after"] = accel.on_main(domain_gap_stage, method, ctx, "after")
         rec["extra"]["domain_gap"] = gap
     return rec
 
@@ -135,7 +139,7 @@ def run_closed_form_da(ctx: stages.StageContext, stage: str, method: Method) -> 
     """Shallow DA on frozen features: fit on source (+ unlabelled target), test on target."""
     assert ctx.source is not None
     t0 = time.perf_counter()
-    bs, cache = ctx.cfg.train.eval_batch_size, ctx.run_dir / "cache"
+    bs, cache = ctx.cfg.train.eval_batch_size, stages.main_cache_dir(ctx.run_dir)
     pool = adaptation_pool(ctx.splits)
     f_tr, f_va, f_pool, f_te = (
         method.extract(d.x, batch_size=bs, cache_dir=cache)
@@ -143,7 +147,7 @@ def run_closed_form_da(ctx: stages.StageContext, stage: str, method: Method) -> 
     )
     method.fit_features(f_tr, ctx.source.train.y, f_va, ctx.source.val.y, f_target=f_pool)
     with torch.no_grad():
-        logits = method.head(torch.as_tensor(f_te)).numpy()
+        logits = method.head(torch.tensor(np.asarray(f_te))).numpy()
     return stages.make_record(
         logits,
         ctx.splits,

@@ -11,7 +11,9 @@
   comparator of the verdict (did distillation beat plain training of the small model?).
 
 The deployment record (parameters, size, CPU latency at batch 1, throughput at batch 64)
-of the teacher and the distilled student comes from the first seed.
+of the teacher and the distilled student comes from the first seed; under a multi-process
+launch it is measured on the main process alone (the others wait, so they do not compete
+for the CPU) and shared. Only the main process writes the teacher-output cache.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import nn
 
 from transferkit.backbones import Backbone, create_backbone
 from transferkit.deploy.predict import BackboneHead
+from transferkit.engine import accel
 from transferkit.experiment import stages
 from transferkit.experiment.label_free import features_and_logits
 from transferkit.experiment.rundir import stage_dirname
@@ -105,13 +108,14 @@ def run_distill_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
             layers=method.teacher_layers_,  # type: ignore[arg-type]
             pool=method.hparams.hint_pool,  # type: ignore[attr-defined]
             batch_size=cfg.train.eval_batch_size,
-            cache_dir=ctx.run_dir / "cache",
+            cache_dir=stages.main_cache_dir(ctx.run_dir),
         )
         extra = {"y_mask": pool[1]} if pool is not None else {}
         train = TeacherCachedDataset(ds, {**outs, **extra})
     rec = stages.run_gradient_stage(ctx, stage, method, train_dataset=train)
     if ctx.seed == cfg.seeds[0] and cfg.deployment:
-        rec["extra"]["deployment"] = deployment_record(method, BackboneHead(t_bb, t_head), ctx)
+        teacher = BackboneHead(t_bb, t_head)
+        rec["extra"]["deployment"] = accel.on_main(deployment_record, method, teacher, ctx)
     return rec
 
 

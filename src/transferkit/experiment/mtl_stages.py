@@ -8,6 +8,12 @@
 * ``single_<task>`` — the same backbone fine-tuned on that task alone, same budget: the
   per-task comparator (negative transfer between tasks shows up as a task whose shared
   model is worse than its single-task model).
+
+Multi-process launches: test outputs are split across processes and gathered
+(:func:`stages.predict_distributed`). With a loss weighting and tasks from several
+datasets a batch shard can lack a task, whose head then gets no gradient on that process:
+DDP's ``find_unused_parameters`` is switched on for such runs (whatever the process count,
+so that a run can resume under another one). Gradient methods synchronise by hand.
 """
 
 from __future__ import annotations
@@ -47,6 +53,17 @@ def _task_outputs(method: Any, task: TaskInfo, ds: Any, bs: int) -> np.ndarray:
         view, ExampleDataset(ds), collate_with(method.backbone.prepare), bs
     )
     return np.asarray(out, dtype=np.float32)
+
+
+def _test_outputs(method: Any, task: TaskInfo, ds: Any, bs: int) -> np.ndarray:
+    """Test outputs of one task, split across the processes of a launch and gathered."""
+    view = _TaskView(method, task.name)
+    return stages.predict_distributed(view, ds, method.backbone.prepare, bs)
+
+
+def _needs_unused_parameters(method: Any, infos: list[TaskInfo]) -> bool:
+    """A loss weighting over several task groups: some heads may miss a batch shard."""
+    return len({t.group for t in infos}) > 1 and method.weighting.kind == "loss"
 
 
 def _score(metrics: dict[str, float], kind: str) -> float:
@@ -96,6 +113,7 @@ def run_multitask_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
         stages.train_config(cfg, ctx.seed, "classification", None),
         monitor="val_mean_task_score",
         mode="max",
+        find_unused_parameters=_needs_unused_parameters(method, infos),
     )
     data = MultiTaskDataset(
         infos,
@@ -117,7 +135,7 @@ def run_multitask_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
     per_task = {}
     for t in infos:
         test = splits[t.name].test
-        outputs = _task_outputs(method, t, test, bs)
+        outputs = _test_outputs(method, t, test, bs)
         per_task[t.name] = {
             "outputs": outputs,
             "y": test.y,

@@ -11,6 +11,10 @@ DIR/stages/          finished trainings' test outputs (so `resume` skips them)
 
 A run never overwrites another run's directory unless asked: ``prepare_run_dir`` refuses a
 non-empty directory without ``overwrite=True``.
+
+Under a multi-process launch only the main process calls the functions that write here
+(the runner wraps them in ``engine.accel.on_main``, which shares their result or error
+with the other processes and acts as a barrier).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.errors import CheckpointError
-from transferkit.utils.io import atomic_write_json
+from transferkit.utils.io import atomic_write_json, atomic_write_text
 
 MARKER = ".transferkit-run"
 
@@ -65,6 +69,13 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
     return d
 
 
+def open_run_dir(path: str | Path, config_yaml: str, overwrite: bool, resume: bool) -> Path:
+    """:func:`prepare_run_dir`, then write the resolved config as ``DIR/config.yaml``."""
+    d = prepare_run_dir(path, overwrite=overwrite, resume=resume)
+    atomic_write_text(d / "config.yaml", config_yaml)
+    return d
+
+
 def stage_dirname(stage: str) -> str:
     """A training's folder under ``DIR/checkpoints/`` (``target/seed0`` -> ``target-seed0``)."""
     return stage.replace("/", "-")
@@ -91,3 +102,17 @@ def load_stage(run_dir: Path, stage: str) -> dict[str, Any] | None:
     rec["outputs"] = np.asarray(rec["outputs"], dtype=np.float32)
     rec["y"] = np.asarray(rec["y"])
     return rec
+
+
+def merge_logs(run_dir: Path) -> None:
+    """Rebuild ``DIR/log.jsonl`` from every training's log, tagging lines with ``"run"``."""
+    lines = []
+    for log_file in sorted((run_dir / "checkpoints").glob("*/log.jsonl")):
+        run_name = log_file.parent.name
+        for raw in log_file.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            lines.append(json.dumps({"run": run_name, **rec}))
+    atomic_write_text(run_dir / "log.jsonl", "\n".join(lines) + ("\n" if lines else ""))

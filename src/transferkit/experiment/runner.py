@@ -5,6 +5,13 @@ transfer method is trained, and the target-only baselines are trained on the sam
 the same architecture from random initialisation, and the modality's classical model.
 ``transfer_gain`` compares the method with the best baseline (highest mean primary
 metric), seed by seed (see :mod:`transferkit.diagnostics.verdict`).
+
+Under a multi-process launch (``torchrun`` / ``accelerate launch``, see
+``docs/distributed.md``) every process runs the same plan. The main process alone
+creates the run directory, decides which stages a resume reuses, writes stage records,
+``metrics.json``, ``log.jsonl`` and ``report.html``; each stage's record is the main
+process's, broadcast to the others, and every write is followed by a barrier, so each
+file is written exactly once and every process returns the same :class:`Result`.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from transferkit.diagnostics.metrics import (
     primary_metric,
 )
 from transferkit.diagnostics.verdict import transfer_gain
+from transferkit.engine import accel
 from transferkit.experiment import da_stages, kd_stages, mtl_stages, stages
 from transferkit.experiment.config import ExperimentConfig, dump_config, load_config
 from transferkit.experiment.domains import load_source_splits
@@ -34,13 +42,15 @@ from transferkit.experiment.mtl_metrics import assemble_multitask
 from transferkit.experiment.multitask_data import load_task_splits
 from transferkit.experiment.rundir import (
     load_stage,
+    merge_logs,
+    open_run_dir,
     prepare_run_dir,
     save_stage,
     stage_dirname,
 )
 from transferkit.experiment.subsets import cap
 from transferkit.methods import METHODS
-from transferkit.utils.io import atomic_write_json, atomic_write_text
+from transferkit.utils.io import atomic_write_json
 
 BASELINE_INFO = {
     "random_init": "same architecture from random initialisation, same data and budget",
@@ -176,7 +186,7 @@ def _run_stage(
     ctx: stages.StageContext, kind: str, fn: Callable[..., dict[str, Any]], log: Callable
 ) -> dict[str, Any]:
     name = f"{kind}/seed{ctx.seed}"
-    rec = load_stage(ctx.run_dir, name)
+    rec = accel.on_main(load_stage, ctx.run_dir, name)  # one decision for every process
     if rec is not None:
         log(f"{name}: already finished, reusing")
         return rec
@@ -187,12 +197,17 @@ def _run_stage(
         log(f"{name}: same baseline as an earlier run in this process, reusing")
     else:
         log(f"{name}: training")
-        rec = fn(ctx, stage_dirname(name))
+        rec = accel.broadcast(fn(ctx, stage_dirname(name)))
         if memo is not None:
             _BASELINE_MEMO[memo] = rec
-    save_stage(ctx.run_dir, name, rec)
-    stages.finalize_stage_dir(ctx.run_dir, name, keep_weights=kind in ("target", "teacher"))
+    accel.on_main(_commit_stage, ctx.run_dir, name, rec, kind in ("target", "teacher"))
     return rec
+
+
+def _commit_stage(run_dir: Path, name: str, rec: dict[str, Any], keep_weights: bool) -> None:
+    """Save a finished stage's record and drop its resumable state (main process)."""
+    save_stage(run_dir, name, rec)
+    stages.finalize_stage_dir(run_dir, name, keep_weights=keep_weights)
 
 
 def _mean_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -325,20 +340,6 @@ def assemble_metrics(
     return out
 
 
-def merge_logs(run_dir: Path) -> None:
-    """Rebuild ``DIR/log.jsonl`` from every training's log, tagging lines with ``"run"``."""
-    lines = []
-    for log_file in sorted((run_dir / "checkpoints").glob("*/log.jsonl")):
-        run_name = log_file.parent.name
-        for raw in log_file.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            lines.append(json.dumps({"run": run_name, **rec}))
-    atomic_write_text(run_dir / "log.jsonl", "\n".join(lines) + ("\n" if lines else ""))
-
-
 def run(
     config: str | Path | dict[str, Any] | ExperimentConfig,
     *,
@@ -360,10 +361,11 @@ def run(
             one resumes from its last checkpoint).
     """
     t0 = time.perf_counter()
-    say = log or (lambda _msg: None)
+    say = (log if accel.is_main_process() else None) or (lambda _msg: None)
     cfg = load_config(config, overrides)
-    run_dir = prepare_run_dir(out or Path("runs") / cfg.name, overwrite=overwrite, resume=resume)
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    run_dir = accel.on_main(
+        open_run_dir, out or Path("runs") / cfg.name, dump_config(cfg), overwrite, resume
+    )
     recs: dict[str, list[dict[str, Any]]] = {}
     splits = None
     for seed in cfg.seeds:
@@ -374,6 +376,19 @@ def run(
         for kind, fn in _stage_plan(cfg, splits):
             recs.setdefault(kind, []).append(_run_stage(ctx, kind, fn, say))
     assert splits is not None
+    metrics = accel.on_main(_write_results, cfg, run_dir, splits, tasks, recs, t0)
+    return Result(run_dir, metrics, cfg)
+
+
+def _write_results(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    splits: Splits,
+    tasks: Any,
+    recs: dict[str, list[dict[str, Any]]],
+    t0: float,
+) -> dict[str, Any]:
+    """log.jsonl, metrics.json and report.html (main process); returns the metrics."""
     merge_logs(run_dir)
     if tasks:
         metrics = assemble_multitask(cfg, tasks[0], recs, time.perf_counter() - t0)
@@ -384,11 +399,11 @@ def run(
         from transferkit.report import write_report
 
         write_report(run_dir)
-    return Result(run_dir, metrics, cfg)
+    return metrics
 
 
 def resume(run_dir: str | Path, **kw: Any) -> Result:
     """Continue an interrupted run from its directory (its config.yaml is reused)."""
     d = Path(run_dir)
-    prepare_run_dir(d, resume=True)
+    accel.on_main(prepare_run_dir, d, resume=True)
     return run(d / "config.yaml", out=d, resume=True, **kw)

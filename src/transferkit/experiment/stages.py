@@ -3,6 +3,11 @@
 Each stage trains on one seed's splits and returns a record with the test outputs, the
 test labels and the test metrics; the runner saves it so ``resume`` skips finished stages.
 Gradient-trained stages checkpoint under ``DIR/checkpoints/<stage>/`` and resume exactly.
+
+Under a multi-process launch every process runs every stage (training is collective).
+Test predictions are split across processes and gathered (:func:`predict_distributed`);
+files (feature caches, heads, plots) are written by the main process only, and one-off
+diagnostics (representation drift) run on the main process and are shared.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from transferkit.backbones import Backbone, create_backbone
 from transferkit.data.loaders import ExampleDataset, collate_with
 from transferkit.data.types import Splits
 from transferkit.diagnostics.metrics import compute_metrics, higher_is_better, primary_metric
-from transferkit.engine import TrainConfig, Trainer, evaluate_predictions
+from transferkit.engine import TrainConfig, Trainer, accel, evaluate_predictions
 from transferkit.engine.extract import extract_features
 from transferkit.experiment.baselines import classical_baseline
 from transferkit.experiment.config import ExperimentConfig
@@ -161,8 +167,34 @@ def train_config(cfg: ExperimentConfig, seed: int, task: str, lr: float | None) 
 
 
 def predict(method: Method, ds: Any, prepare: Any, batch_size: int) -> np.ndarray:
+    """``method.predict`` over every example of ``ds`` in order (this process alone)."""
     outputs, _ = evaluate_predictions(method, ExampleDataset(ds), collate_with(prepare), batch_size)
     return np.asarray(outputs, dtype=np.float32)
+
+
+def predict_distributed(model: Any, ds: Any, prepare: Any, batch_size: int) -> np.ndarray:
+    """Like :func:`predict`, split across the processes of a launch and gathered.
+
+    Process ``r`` predicts its contiguous share of the examples (``accel.shard_bounds``);
+    the shares are concatenated in rank order, so every process gets all ``N`` outputs in
+    dataset order. Predictions are per example under eval mode, so the result equals the
+    one-process result up to float rounding of differently sized batches. Every process
+    must call it (it is collective). ``model`` is anything with ``predict(x)``.
+    """
+    if not accel.launched():
+        return predict(model, ds, prepare, batch_size)
+    items = ExampleDataset(ds)
+    start, stop = accel.shard_bounds(len(items))
+    outputs, _ = evaluate_predictions(
+        model, Subset(items, range(start, stop)), collate_with(prepare), batch_size
+    )
+    return accel.gather_arrays(np.asarray(outputs, dtype=np.float32))
+
+
+def main_cache_dir(run_dir: Path) -> Path | None:
+    """``DIR/cache`` on the main process, None elsewhere: only the main process writes
+    feature caches (the others compute the same features without caching them)."""
+    return run_dir / "cache" if accel.is_main_process() else None
 
 
 def run_gradient_stage(
@@ -198,7 +230,7 @@ def run_gradient_stage(
     )
     trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
     result = trainer.fit(resume=ctx.resume)
-    outputs = predict(method, splits.test, prepare, bs)
+    outputs = predict_distributed(method, splits.test, prepare, bs)
     extra: dict[str, Any] = {
         "steps": result.global_step,
         "stopped": str(result.stopped_reason),
@@ -237,25 +269,17 @@ def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict
     t0 = time.perf_counter()
     splits = ctx.splits
     bs = ctx.cfg.train.eval_batch_size
-    cache = ctx.run_dir / "cache"
+    cache = main_cache_dir(ctx.run_dir)
     f_tr, f_va, f_te = (
         method.extract(d.x, batch_size=bs, cache_dir=cache)
         for d in (splits.train, splits.val, splits.test)
     )
     method.fit_features(f_tr, splits.train.y, f_va, splits.val.y)
     with torch.no_grad():
-        logits = method.head(torch.as_tensor(f_te))
+        logits = method.head(torch.tensor(np.asarray(f_te)))
     outputs = logits.squeeze(-1) if splits.train.task == "regression" else logits
-    from safetensors.torch import save_file
-
-    from transferkit.utils.io import atomic_path
-
-    with atomic_path(ctx.run_dir / "checkpoints" / stage / "head.safetensors") as tmp:
-        save_file(
-            {k: v.contiguous() for k, v in method.head.state_dict().items()},
-            str(tmp),
-            metadata={"backbone": ctx.cfg.model.backbone},
-        )
+    if accel.is_main_process():
+        save_head(method, ctx.run_dir / "checkpoints" / stage, ctx.cfg.model.backbone)
     return make_record(
         outputs.numpy(),
         splits,
@@ -264,6 +288,20 @@ def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict
         selected={method.selected_param_: method.selected_strength_},
         val_scores={str(k): v for k, v in method.val_scores_.items()},
     )
+
+
+def save_head(method: Method, stage_dir: Path, backbone: str) -> None:
+    """``<stage_dir>/head.safetensors``: the closed-form head's weights (atomic write)."""
+    from safetensors.torch import save_file
+
+    from transferkit.utils.io import atomic_path
+
+    with atomic_path(stage_dir / "head.safetensors") as tmp:
+        save_file(
+            {k: v.contiguous() for k, v in method.head.state_dict().items()},
+            str(tmp),
+            metadata={"backbone": backbone},
+        )
 
 
 def representation_drift_report(
@@ -311,10 +349,10 @@ def run_target_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
     rec = run_gradient_stage(ctx, stage, method)
     forgetting: dict[str, Any] = {}
     if start is not None:
-        forgetting["representation_drift"] = {
-            "seed": ctx.seed,
-            **representation_drift_report(start, method.backbone, ctx.splits.test.x, bs),
-        }
+        drift = accel.on_main(
+            representation_drift_report, start, method.backbone, ctx.splits.test.x, bs
+        )
+        forgetting["representation_drift"] = {"seed": ctx.seed, **drift}
     if src_head is not None and before is not None:
         after = source_accuracy(method.backbone, src_head, source.test, bs)
         forgetting["source_task"] = forgetting_record(before, after, source)
