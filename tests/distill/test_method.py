@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
 from tests.distill.conftest import cnn, toy_images
-from transferkit.backbones.base import Backbone
+from transferkit.backbones import create_backbone
+from transferkit.backbones.base import Backbone, Preprocess
 from transferkit.data.loaders import collate_with
 from transferkit.data.types import Dataset
 from transferkit.distill import TeacherCachedDataset, teacher_outputs
 from transferkit.engine import TrainConfig, Trainer
 from transferkit.errors import ConfigError, DataError
+from transferkit.methods import distill
 from transferkit.methods.base import METHODS
-from transferkit.methods.distill import Distill, DistillParams
+from transferkit.methods.distill import Distill, DistillParams, input_mismatch
 
 ALL = {"kd": 1.0, "dkd": 0.5, "fitnets": 1.0, "at": 500.0, "rkd": 1.0}
 
@@ -186,3 +190,114 @@ def test_tiny_run_through_trainer_and_cache_improves_agreement(
     after = _agreement(m, (t_backbone, t_head), test)
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
     assert after > max(before + 0.2, 0.8), (before, after)
+
+
+# ----------------------------------------------------------------------------- augmentation
+FLIP_CROP = {"image": {"policy": "flip_crop"}}
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Record the student's input and the teacher logits / DKD target the terms receive."""
+    seen: dict[str, Any] = {}
+    real_hints, real_kd, real_dkd = distill.forward_with_hints, distill.kd_loss, distill.dkd_loss
+
+    def hints(backbone: Any, x: Any, *a: Any) -> Any:
+        seen["x"] = x
+        return real_hints(backbone, x, *a)
+
+    def kd(s: torch.Tensor, t: torch.Tensor, *a: Any) -> torch.Tensor:
+        seen["t_logits"] = t
+        return real_kd(s, t, *a)
+
+    def dkd(s: torch.Tensor, t: torch.Tensor, target: Any, *a: Any) -> torch.Tensor:
+        seen["target"] = target
+        return real_dkd(s, t, target, *a)
+
+    monkeypatch.setattr(distill, "forward_with_hints", hints)
+    monkeypatch.setattr(distill, "kd_loss", kd)
+    monkeypatch.setattr(distill, "dkd_loss", dkd)
+    return seen
+
+
+def test_augment_runs_the_live_teacher_on_the_augmented_x_not_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cached outputs describe un-augmented inputs: an augmented training batch ignores them
+    and the teacher (no gradients) reads the very x the student reads; in eval mode, or
+    without augment, the cache is used as before."""
+    seen = _spy(monkeypatch)
+    m = make({"kd": 1.0}, augment=FLIP_CROP).train()
+    b = batch()
+    cached = {**b, "t_logits": torch.full((6, 3), 7.0)}  # recognisably not the teacher's
+    torch.manual_seed(3)
+    m.training_step(cached)
+    torch.manual_seed(3)
+    assert m.augmenter is not None
+    x_aug, _ = m.augmenter(b["x"], b["y"])
+    assert not torch.equal(x_aug, b["x"]) and torch.equal(seen["x"], x_aug)
+    torch.testing.assert_close(seen["t_logits"], m.teacher(x_aug))
+    assert not seen["t_logits"].requires_grad
+    assert not torch.allclose(seen["t_logits"], m.teacher(b["x"]))
+    m.eval()
+    m.training_step(cached)
+    assert seen["x"] is b["x"] and torch.equal(seen["t_logits"], cached["t_logits"])
+    make({"kd": 1.0}).train().training_step(cached)
+    assert seen["x"] is b["x"] and torch.equal(seen["t_logits"], cached["t_logits"])
+
+
+def test_mixup_soft_targets_in_ce_and_dkd_target_is_their_argmax(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _spy(monkeypatch)
+    m = make({"kd": 1.0, "dkd": 1.0}, augment={"image": {"mixup_alpha": 1.0}}).train()
+    b = batch()
+    torch.manual_seed(5)
+    out = m.training_step(b)
+    torch.manual_seed(5)
+    assert m.augmenter is not None
+    x_mix, y_soft = m.augmenter(b["x"], b["y"])
+    assert y_soft is not None and y_soft.shape == (6, 3)
+    lam = float(y_soft[0, 0])  # row 0 (class 0) mixed with row 5 (class 2)
+    assert 0 < lam < 1 and torch.allclose(x_mix[0], lam * b["x"][0] + (1 - lam) * b["x"][5])
+    want = -(y_soft * torch.log_softmax(m.predict(x_mix), -1)).sum(1).mean()
+    assert out["ce"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert torch.equal(seen["target"], y_soft.argmax(1))
+
+
+def test_mixing_keeps_only_rows_whose_partner_is_labelled_and_unlabelled_rows_mix_too() -> None:
+    """``y_mask`` (1, 1, 0, 1, 1, 0): row i is mixed with row i - 1, so rows 0 (partner 5)
+    and 3 (partner 2) lose their label; without labels the inputs are mixed alone."""
+    m = make({"kd": 1.0}, augment={"image": {"mixup_alpha": 1.0}}).train()
+    b = {**batch(), "y_mask": torch.tensor([1, 1, 0, 1, 1, 0])}
+    torch.manual_seed(0)
+    aug = m.augmented_batch(b)
+    assert aug["y_mask"].tolist() == [False, True, False, False, True, False]
+    assert aug["y"].shape == (6, 3) and torch.isfinite(m.training_step(b)["loss"])
+    u = make({"kd": 1.0}, ce_weight=0.0, augment={"image": {"mixup_alpha": 1.0}}).train()
+    mixed = u.augmented_batch({"x": b["x"]})
+    assert set(mixed) == {"x"} and not torch.equal(mixed["x"], b["x"])
+
+
+def test_augment_needs_a_teacher_that_reads_the_students_inputs() -> None:
+    student = cnn(4, 2, seed=1)
+    fixed = create_backbone("tk:smallcnn", in_chans=1, width=4, depth=2, input_size=16)
+    with pytest.raises(ConfigError, match="preprocessing differs") as err:
+        Distill(
+            student,
+            nn.Linear(student.num_features, 3),
+            "classification",
+            DistillParams(augment=FLIP_CROP),
+            teacher_backbone=fixed,
+            teacher_head=nn.Linear(fixed.num_features, 3),
+        )
+    assert err.value.where == "method.params.augment" and "(1, 16, 16)" in err.value.what
+    img = Preprocess("image", mean=(0.5,), std=(0.5,), input_size=(1, 16, 16))
+    assert input_mismatch(img, img) == ""
+    assert input_mismatch(img, Preprocess("image", (0.5,), (0.5,), (1, 0, 0))) == ""
+    assert "mean" in input_mismatch(img, Preprocess("image", (0.4,), (0.5,), (1, 16, 16)))
+    assert "reads vector" in input_mismatch(img, Preprocess("vector"))
+    tok_a = SimpleNamespace(get_vocab=lambda: {"[CLS]": 0, "good": 1})
+    tok_b = SimpleNamespace(get_vocab=lambda: {"[CLS]": 0, "bad": 1})
+    text = Preprocess("text", tokenizer=tok_a)
+    assert input_mismatch(text, Preprocess("text", tokenizer=tok_a)) == ""
+    assert "vocabularies" in input_mismatch(text, Preprocess("text", tokenizer=tok_b))

@@ -131,7 +131,10 @@ def test_registered_with_family_paper_and_strict_params() -> None:
     for name in NAMES:
         cls = METHODS.get(name)
         assert cls.family == "domain-adaptation" and "arxiv.org" in cls.paper
-        assert {"trade_off", "backbone_lr_mult", "threshold"} <= set(cls.Params.model_fields)
+        assert {"trade_off", "backbone_lr_mult", "threshold", "augment"} <= set(
+            cls.Params.model_fields
+        )
+        assert cls.Params().augment is None  # the built-in views unless a policy is given
         with pytest.raises(ValueError):
             cls.Params(bogus=1)
         with pytest.raises(ValueError):
@@ -409,10 +412,20 @@ class _CrashAt(Callback):
             raise _Crash
 
 
-def _fit(name: str, run_dir: Path, resume: bool = False, seed: int = 0, crash: int = 0) -> Any:
-    m = _build(
-        name, seed, threshold=0.6, **({"relabel_every_steps": 3} if name != "fixmatch" else {})
-    )
+AUGMENTED = {"augment": {"vector": {"noise": 0.3, "dropout": 0.1, "mixup_alpha": 0.4}}}
+
+
+def _fit(
+    name: str,
+    run_dir: Path,
+    resume: bool = False,
+    seed: int = 0,
+    crash: int = 0,
+    **kw: Any,
+) -> Any:
+    if name == "pseudo_label":
+        kw = {"relabel_every_steps": 3, **kw, **({"augment_target": True} if kw else {})}
+    m = _build(name, seed, threshold=0.6, **kw)
     config = TrainConfig(
         mixed_precision="no",
         lr=1e-2,
@@ -429,14 +442,16 @@ def _fit(name: str, run_dir: Path, resume: bool = False, seed: int = 0, crash: i
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_trainer_resume_is_bit_exact(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kw", [{}, AUGMENTED], ids=["builtin", "policy"])
+def test_trainer_resume_is_bit_exact(name: str, kw: dict[str, Any], tmp_path: Path) -> None:
     """4 steps per epoch, 8 in all; crash after the checkpoint of step 4. The teacher (last
-    synced at step 3) and the sync step come back from the checkpoint, and FixMatch's
-    augmentations from the restored RNG state: the resumed run ends bit-equal."""
-    straight, t_a = _fit(name, tmp_path / "a")
+    synced at step 3) and the sync step come back from the checkpoint, and the augmentations
+    (FixMatch's views; a policy with noise, dropout and MixUp) from the restored RNG state:
+    the resumed run ends bit-equal."""
+    straight, t_a = _fit(name, tmp_path / "a", **kw)
     with pytest.raises(_Crash):
-        _fit(name, tmp_path / "b", crash=4)
-    resumed, t_b = _fit(name, tmp_path / "b", resume=True, seed=9)
+        _fit(name, tmp_path / "b", crash=4, **kw)
+    resumed, t_b = _fit(name, tmp_path / "b", resume=True, seed=9, **kw)
     sa, sb = straight.state_dict(), resumed.state_dict()
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)

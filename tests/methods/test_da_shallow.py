@@ -227,6 +227,35 @@ def test_val_features_are_mapped_like_the_train_features(
     assert m.selected_param_ == "C" and m.selected_strength_ in m.val_scores_
 
 
+@pytest.mark.parametrize("name", ["coral", "subspace_alignment"])
+def test_prototype_transductive_refines_with_the_target_rows(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refinement reads the (unlabelled) target features in the head's space, never the
+    source val rows: CORAL's head reads raw target features, SA's the aligned coordinates."""
+    xs, ys, xv, yv, ft, yt = _rotated_scaled_copy(0)
+    seen: dict[str, Any] = {}
+    real = da_shallow.fit_head
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        seen.update(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(da_shallow, "fit_head", spy)
+    m = _build(name, head="prototype_transductive").fit_features(xs, ys, xv, yv, f_target=ft)
+    want = ft if name == "coral" else (ft - m.mean_t_) @ m.proj_t_
+    np.testing.assert_allclose(seen["unlabelled"], want, atol=1e-12)
+    assert len(seen["unlabelled"]) == len(ft) != len(xv)
+    info = m.head_info_["unlabelled"]
+    assert info["rows"] == len(ft) and info["from"].startswith("target features")
+    assert info["prototype_shift"] > 0  # the target moved the prototypes
+    with torch.no_grad():
+        pred = m.head(torch.as_tensor(ft, dtype=torch.float32)).argmax(-1).numpy()
+    assert (pred == yt).mean() > 0.9  # 0.94 (coral), 0.945 (subspace alignment)
+    plain = _build(name, head="prototype").fit_features(xs, ys, xv, yv, f_target=ft)
+    assert plain.head_info_["unlabelled"] is None
+
+
 def test_subspace_alignment_knn_head_is_projection_then_knn_and_reloads() -> None:
     xs, ys, xv, yv, ft, yt = _rotated_scaled_copy(1)
     m = _build("subspace_alignment", head="knn", d=1).fit_features(xs, ys, xv, yv, f_target=ft)

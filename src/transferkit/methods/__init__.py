@@ -11,6 +11,7 @@ from transferkit.methods import (  # noqa: F401  (registration)
     finetune,
     linear_probe,
     multitask,
+    setfit,
 )
 from transferkit.methods.base import METHODS, Method, MethodParams, register_method
 

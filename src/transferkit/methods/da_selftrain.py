@@ -16,6 +16,11 @@ examples above the threshold) and, when the batch carries target labels ``"y_t"`
 for diagnostics: they are never trained on), ``pseudo_label_acc`` (accuracy of the selected
 pseudo-labels; absent when none is selected) and ``labeller_acc`` (accuracy of the argmax
 over all target examples).
+
+Augmentation policies (``augment``, :class:`~transferkit.augment_policy.AugmentConfig`) set
+FixMatch's strong target view and Pseudo-Label's source batch (plus, with ``augment_target``,
+the student's target inputs). MixUp/CutMix act on the labelled source cross-entropy only (soft
+targets): a target view is never mixed, so each pseudo-label belongs to one example.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from transferkit.augment import augment
+from transferkit.augment_policy import AugmentConfig, BatchAugmenter, ImageAugment, mix_batch
 from transferkit.backbones.base import Backbone
 from transferkit.engine.callbacks import Callback
 from transferkit.errors import DataError
@@ -40,7 +46,7 @@ from transferkit.methods.domain_adaptation import (
     _batch_size,
     _concat,
 )
-from transferkit.methods.supervised import TaskKind
+from transferkit.methods.supervised import TaskKind, task_loss
 
 if TYPE_CHECKING:
     from transferkit.engine.trainer import Trainer
@@ -53,6 +59,7 @@ __all__ = [
     "TeacherSync",
     "class_thresholds",
     "masked_cross_entropy",
+    "mix_only",
     "pseudo_labels",
 ]
 
@@ -99,12 +106,35 @@ def masked_cross_entropy(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor
     return (ce * mask.to(ce.dtype)).mean()
 
 
+def mix_only(
+    augmenter: BatchAugmenter, x: Any, y: Tensor, generator: torch.Generator | None = None
+) -> tuple[Any, Tensor]:
+    """Only the MixUp/CutMix step of ``augmenter``'s policy on a labelled batch: ``(x', soft
+    targets [B, C])`` (:func:`~transferkit.augment_policy.mix_batch`); else ``(x, y)``."""
+    if not augmenter.mixes:
+        return x, y
+    s = augmenter.section
+    alphas = (getattr(s, "mixup_alpha", 0.0), getattr(s, "cutmix_alpha", 0.0))
+    return mix_batch(x, y, int(augmenter.num_classes or 0), *alphas, generator=generator)
+
+
+def _alters_inputs(section: Any) -> bool:
+    """Whether a policy section changes inputs by more than mixing them."""
+    if isinstance(section, ImageAugment):
+        return section.policy != "none" or section.random_resized_crop or section.hflip
+    values = section.model_dump() if section is not None else {}
+    return any(v > 0 for k, v in values.items() if k not in ("mixup_alpha", "cutmix_alpha"))
+
+
 # ----------------------------------------------------------------------------- shared base
 class SelfTrainParams(DAParams):
     """Parameters of every self-training method."""
 
     threshold: float = Field(
         0.95, ge=0, le=1, description="confidence a pseudo-label needs to be trained on"
+    )
+    augment: AugmentConfig | None = Field(
+        None, description="fixmatch's strong view, pseudo_label's source; mixup on source CE only"
     )
 
 
@@ -203,6 +233,9 @@ class PseudoLabelParams(SelfTrainParams):
     rampup_steps: int = Field(
         0, ge=0, description="linear ramp of the pseudo-label weight from 0 (0: no ramp)"
     )
+    augment_target: bool = Field(
+        False, description="pseudo_label: also augment (never mix) the student's target inputs"
+    )
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:
@@ -227,6 +260,8 @@ class PseudoLabel(_SelfTraining):
     ``w(t) = min(1, t / rampup_steps)`` (Lee's ``alpha(t)``; ``w = 1`` without ramp-up).
     ``class_balance`` uses CBST-like per-class thresholds (:func:`class_thresholds`).
     The ramp weight is set by the callback; outside a trainer it is 1 only without ramp-up.
+    With ``augment`` the student sees :meth:`student_batch`; the teacher's ``p`` always
+    comes from the un-augmented ``x_t``.
 
     Until the first re-sync the teacher is the initial model; with a freshly initialised
     head its predictions are near uniform and rarely pass the threshold, so the first
@@ -274,12 +309,23 @@ class PseudoLabel(_SelfTraining):
         """The teacher re-synchronisation (:class:`TeacherSync`)."""
         return [TeacherSync(self)]
 
+    def student_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """What the student trains on: ``{"x", "y", "x_t"}``, the source through the whole
+        policy (``y`` may become soft targets ``[B_s, C]``; :meth:`augmented`) and, with
+        ``augment_target``, the target without mixing. Unchanged in eval mode."""
+        self._check_target(batch)
+        (x, y), x_t = self.augmented(batch), batch["x_t"]
+        if self.augmenter is not None and self.training and self.hparams.augment_target:
+            x_t, _ = self.augmenter(x_t, None)  # no labels: never mixed
+        return {"x": x, "y": y, "x_t": x_t}
+
     def training_step(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """``{"loss", "cls_loss", "transfer_loss", "mask_rate", "unlabelled_weight", ...}``."""
-        _, _, logits_s, logits_t = self.forward_domains(batch)
-        with torch.no_grad():
+        seen = self.student_batch(batch)
+        _, _, logits_s, logits_t = self.forward_domains(seen)
+        with torch.no_grad():  # pseudo-labels of the un-augmented target
             probs = self.teacher["head"](self.teacher["backbone"](batch["x_t"])).softmax(-1)
-        cls = F.cross_entropy(logits_s, batch["y"].long())
+        cls = task_loss(logits_s, seen["y"], "classification")
         pl, extras = self._unlabelled_loss(logits_t, probs, batch, self.hparams.class_balance)
         w = self.unlabelled_weight
         extras["unlabelled_weight"] = torch.tensor(w)
@@ -309,6 +355,10 @@ class FixMatch(_SelfTraining):
     (``tau = 0.95``, ``lambda_u = 1``, hard labels, ``T = 1``). The target batch is run
     twice (``B_s + 2 B_t`` rows per forward); BatchNorm sees all three views, as in the paper.
     An added MCC term (``mcc_weight``) acts on the weak-view target logits.
+
+    With ``augment`` the strong view is the policy's output on ``x_t`` (never mixed; the
+    built-in one when the policy only mixes), and a policy's MixUp/CutMix mixes the weak
+    source view and its labels (soft ``cls_loss``).
     """
 
     name: ClassVar[str] = "fixmatch"
@@ -318,23 +368,32 @@ class FixMatch(_SelfTraining):
     )
     Params: ClassVar[type[MethodParams]] = FixMatchParams
 
-    def views(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """The batch the student sees: ``x`` = weak source view, ``x_t`` = the weak target
-        view followed by the strong one (``2 B_t`` rows)."""
-        tok = self.hparams.mask_token_id
-        x_t = batch["x_t"]
-        return {
-            "x": augment(batch["x"], "weak"),
-            "x_t": _concat(augment(x_t, "weak"), augment(x_t, "strong", mask_token_id=tok)),
-        }
+    def views(
+        self, batch: Mapping[str, Any], generator: torch.Generator | None = None
+    ) -> dict[str, Any]:
+        """Student batch: ``x`` = weak source view (mixed, ``y`` soft ``[B_s, C]``, when the
+        policy mixes), ``x_t`` = weak then strong target view (``2 B_t`` rows). Draw order:
+        weak source, weak target, strong target, source mixing."""
+        g, x_t, y, aug = generator, batch["x_t"], batch["y"], self.augmenter
+        x = augment(batch["x"], "weak", generator=g)
+        weak = augment(x_t, "weak", generator=g)
+        if aug is None or not _alters_inputs(aug.section):
+            tok = self.hparams.mask_token_id
+            strong = augment(x_t, "strong", generator=g, mask_token_id=tok)
+        else:
+            strong, _ = aug(x_t, None, generator=g)  # no labels: never mixed
+        if aug is not None:
+            x, y = mix_only(aug, x, y, g)
+        return {"x": x, "y": y, "x_t": _concat(weak, strong)}
 
     def training_step(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """``{"loss", "cls_loss", "transfer_loss", "mask_rate", ...}``."""
         self._check_target(batch)
         n_t = _batch_size(batch["x_t"])
-        _, _, logits_s, logits_t = self.forward_domains(self.views(batch))
+        seen = self.views(batch)
+        _, _, logits_s, logits_t = self.forward_domains(seen)
         weak, strong = logits_t[:n_t], logits_t[n_t:]
         probs = (weak.detach() / self.hparams.temperature).softmax(-1)
-        cls = F.cross_entropy(logits_s, batch["y"].long())
+        cls = task_loss(logits_s, seen["y"], "classification")
         transfer, extras = self._unlabelled_loss(strong, probs, batch)
         return self._combine(cls, transfer, weak, extras)

@@ -41,11 +41,9 @@ features:
 
     W\\, proj_t^T (f - \\mu_t) + b = (W\\, proj_t^T) f + (b - W\\, proj_t^T \\mu_t),
 
-i.e. ``weight = W proj_t^T`` ``[C, D]``, ``bias = b - weight mu_t``. An mlp / knn head is
-kept as ``nn.Sequential(AlignedProjection(mu_t, proj_t), head)``.
-
-References: Sun, Feng & Saenko 2016, https://arxiv.org/abs/1511.05547 ;
-Fernando, Habrard, Sebban & Tuytelaars 2013, https://arxiv.org/abs/1409.5241
+i.e. ``weight = W proj_t^T`` ``[C, D]``, ``bias = b - weight mu_t``; other heads are kept as
+``nn.Sequential(AlignedProjection(mu_t, proj_t), head)``. ``prototype_transductive`` refines
+its prototypes with the target in the head's space (CORAL ``f_t``, SA ``(f_t - mu_t) proj_t``).
 """
 
 from __future__ import annotations
@@ -264,8 +262,8 @@ class ShallowDA(LinearProbe):
 
     def _fit_alignment(
         self, f_s: np.ndarray, f_t: np.ndarray
-    ) -> Callable[[np.ndarray], np.ndarray]:
-        """Learn the alignment; return the map applied to source features."""
+    ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
+        """Learn the alignment: ``(map of source features, target features in head space)``."""
         raise NotImplementedError
 
     def _target_head(self, head: nn.Module) -> nn.Module:
@@ -282,7 +280,8 @@ class ShallowDA(LinearProbe):
         f_target: np.ndarray | None = None,
     ) -> ShallowDA:
         """Align source -> target with ``f_target`` ``[N_t, D]`` (unlabelled); fit the head on
-        the mapped source train ``[N, D]``, tuned on the equally mapped source val.
+        the mapped source train ``[N, D]``, tuned on the equally mapped source val
+        (``head_info_``: prototype facts, e.g. the target rows that refined them).
 
         Raises:
             DataError: ``f_target`` missing, shapes not ``[N, D]`` with the backbone's ``D``,
@@ -305,7 +304,7 @@ class ShallowDA(LinearProbe):
                     where=f"{self.name}.fit_features, source {name} split",
                     fix="pass the labels of exactly the rows whose features were extracted",
                 )
-        to_target = self._fit_alignment(f_tr, f_t)
+        to_target, f_t_head = self._fit_alignment(f_tr, f_t)
         fitted = fit_head(
             to_target(f_tr),
             y_train,
@@ -314,11 +313,12 @@ class ShallowDA(LinearProbe):
             task=self.task,
             num_outputs=self.num_outputs,
             params=self.hparams,
+            unlabelled=f_t_head,
+            unlabelled_from=f"target features ({len(f_t)} rows, unlabelled)",
         )
         self.head = self._target_head(fitted.module)
-        self.selected_strength_ = fitted.selected
-        self.selected_param_ = fitted.param
-        self.val_scores_ = dict(fitted.val_scores)
+        self.selected_strength_, self.selected_param_ = fitted.selected, fitted.param
+        self.val_scores_, self.head_info_ = dict(fitted.val_scores), dict(fitted.info)
         return self
 
 
@@ -345,11 +345,11 @@ class CORAL(ShallowDA):
 
     def _fit_alignment(
         self, f_s: np.ndarray, f_t: np.ndarray
-    ) -> Callable[[np.ndarray], np.ndarray]:
+    ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
         p = self.hparams
         a, b = coral_map(f_s, f_t, p.eps, standardize=p.standardize)
         self.coral_weight_, self.coral_bias_ = a, b
-        return lambda f: f @ a + b
+        return (lambda f: f @ a + b), f_t  # the head reads raw target features
 
 
 class SubspaceAlignmentParams(ShallowDAParams):
@@ -385,14 +385,14 @@ class SubspaceAlignment(ShallowDA):
 
     def _fit_alignment(
         self, f_s: np.ndarray, f_t: np.ndarray
-    ) -> Callable[[np.ndarray], np.ndarray]:
+    ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
         p = self.hparams
         proj_s, proj_t, mean_s, mean_t = subspace_alignment_maps(
             f_s, f_t, p.d, standardize=p.standardize
         )
         self.proj_s_, self.proj_t_, self.mean_s_, self.mean_t_ = proj_s, proj_t, mean_s, mean_t
         self.n_components_ = proj_s.shape[1]
-        return lambda f: (f - mean_s) @ proj_s
+        return (lambda f: (f - mean_s) @ proj_s), (f_t - mean_t) @ proj_t
 
     def _target_head(self, head: nn.Module) -> nn.Module:
         if isinstance(head, nn.Linear):

@@ -24,6 +24,15 @@ and dtype casts, and always runs in eval mode without gradients. Batches are ``{
 "y"?}`` (live teacher on ``"x_teacher"`` if present, else on ``"x"``) or carry cached
 teacher outputs ``{"t_logits", "t_embed", "t_feats_<k>"}``
 (:class:`~transferkit.distill.data.TeacherCachedDataset`), which are used instead.
+
+``augment`` (an :class:`~transferkit.augment_policy.AugmentConfig`) augments each training
+batch ONCE and feeds the same augmented ``x`` to the student and to the teacher (live, no
+gradients): cached teacher outputs describe the un-augmented inputs, so an augmented batch
+never uses them (:meth:`Distill.augmented_batch`). The teacher must then read the student's
+prepared inputs (same modality, image size and normalisation, tokenizer: checked when the
+method is built). With MixUp/CutMix the cross-entropy uses the soft targets
+``lam * onehot(y_i) + (1 - lam) * onehot(y_{i-1})`` and DKD's target class is their
+arg-max; the KD terms need no labels, so unlabelled batches get mixed inputs too.
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from transferkit.backbones.base import Backbone
+from transferkit.augment_policy import AugmentConfig
+from transferkit.backbones.base import Backbone, Preprocess
 from transferkit.backbones.taps import normalize_indices
 from transferkit.distill.features import forward_with_hints, hint_dims
 from transferkit.distill.teacher import FrozenTeacher, feature_key
@@ -45,6 +55,7 @@ from transferkit.losses.distill import dkd_loss, kd_loss
 from transferkit.losses.distill_features import HintRegressor, at_loss, fitnets_loss
 from transferkit.losses.distill_relational import rkd_loss
 from transferkit.methods.base import Method, MethodParams, register_method
+from transferkit.methods.supervised import make_augmenter, task_loss
 
 LossKind = Literal["kd", "dkd", "fitnets", "at", "rkd"]
 HINT_KINDS = ("fitnets", "at")
@@ -72,6 +83,9 @@ class DistillParams(MethodParams):
         1.0, ge=0, description="weight of hard-label cross-entropy (0: unlabelled, teacher only)"
     )
     backbone_lr_mult: float = Field(1.0, gt=0, description="student backbone lr = lr * this")
+    augment: AugmentConfig | None = Field(
+        None, description="augmentation policy; teacher and student see the same augmented x"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DistillParams:
@@ -126,6 +140,9 @@ class Distill(Method):
             )
         self.backbone, self.head, self.task, self.hparams = backbone, head, task, params
         object.__setattr__(self, "_teacher", FrozenTeacher(teacher_backbone, teacher_head))
+        self.augmenter = make_augmenter(params.augment, backbone, head, "classification")
+        if self.augmenter is not None:
+            check_shared_inputs(backbone.preprocess, teacher_backbone.preprocess)
         uses_hints = any(k in params.losses for k in HINT_KINDS)
         pairs = params.hint_layers if uses_hints else []
         self.student_layers_ = hint_index(backbone, [s for s, _ in pairs], "student")
@@ -168,9 +185,36 @@ class Distill(Method):
         x_t = batch["x_teacher"] if "x_teacher" in batch else batch["x"]
         return self.teacher.outputs(x_t, self.teacher_layers_, pool=p.hint_pool)
 
+    def augmented_batch(self, batch: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``batch`` after ``augment`` (in training mode; else ``batch`` itself).
+
+        ``"x"`` is augmented once; ``"x_teacher"`` and the cached ``"t_*"`` outputs are
+        dropped, so :meth:`teacher_targets` runs the teacher on the augmented ``x``. With
+        MixUp/CutMix ``"y"`` becomes soft targets ``[B, C]`` (a batch without labels mixes its
+        inputs alone) and ``"y_mask"`` keeps a row only if it and its mixing partner (row
+        ``i - 1``, torchvision's ``roll(1)``) are both labelled.
+        """
+        aug = self.augmenter
+        if aug is None or not self.training:
+            return batch
+        out = {k: v for k, v in batch.items() if not k.startswith("t_") and k != "x_teacher"}
+        y = batch.get("y")
+        if y is None and aug.mixes:  # no labels: mix the inputs, drop the dummy targets
+            x = batch["x"]  # mixing policies are for image / vector tensors
+            out["x"], _ = aug(x, x.new_zeros(x.shape[0], dtype=torch.long))
+            return out
+        out["x"], y_aug = aug(batch["x"], None if y is None else y.long())
+        if y is not None:
+            out["y"] = y_aug
+        if "y_mask" in batch and aug.mixes:
+            mask = batch["y_mask"].bool()
+            out["y_mask"] = mask & mask.roll(1, 0)
+        return out
+
     def training_step(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """``{"loss", "ce"?, one entry per distillation term, "agreement"}``."""
         p = self.hparams
+        batch = self.augmented_batch(batch)
         x = batch["x"]
         embed, maps = forward_with_hints(self.backbone, x, self.student_layers_, p.hint_pool)
         logits = self.head(embed)
@@ -184,9 +228,9 @@ class Distill(Method):
         out: dict[str, Tensor] = {}
         if p.ce_weight > 0 and y is not None:
             if labelled is None:
-                out["ce"] = F.cross_entropy(logits, y)
+                out["ce"] = task_loss(logits, y, "classification")
             elif bool(labelled.any()):
-                out["ce"] = F.cross_entropy(logits[labelled], y[labelled])
+                out["ce"] = task_loss(logits[labelled], y[labelled], "classification")
             else:  # a batch of unlabelled examples only: distillation terms alone
                 out["ce"] = logits.new_zeros(())
             total = total + p.ce_weight * out["ce"]
@@ -196,16 +240,18 @@ class Distill(Method):
     def _labels(
         self, batch: Mapping[str, Any], t_logits: Tensor
     ) -> tuple[Tensor | None, Tensor | None]:
-        """``(labels [B], labelled mask [B] or None)``.
+        """``(labels [B] or soft targets [B, C], labelled mask [B] or None)``.
 
         With ``"y_mask"`` in the batch (labelled examples mixed with an unlabelled pool),
-        unlabelled rows take the teacher's arg-max as their label (used by DKD's target
-        class only; the cross-entropy term reads the labelled rows alone).
+        unlabelled rows take the teacher's arg-max as their label (one-hot among soft
+        targets; used by DKD's target class only: the cross-entropy reads labelled rows).
         """
         if "y_mask" in batch:
-            mask = batch["y_mask"].bool()
-            y = torch.where(mask, batch["y"].long(), t_logits.argmax(1))
-            return y, mask
+            mask, y, t_arg = batch["y_mask"].bool(), batch["y"], t_logits.argmax(1)
+            if _is_soft(y):
+                fill = F.one_hot(t_arg, y.shape[1]).to(y.dtype)
+                return torch.where(mask[:, None], y, fill), mask
+            return torch.where(mask, y.long(), t_arg), mask
         if self.hparams.ce_weight == 0:
             return None, None
         if batch.get("y") is None:
@@ -214,7 +260,8 @@ class Distill(Method):
                 where="distill batch",
                 fix="give labelled data, or set ce_weight: 0 to distil on unlabelled data",
             )
-        return batch["y"].long(), None
+        y = batch["y"]
+        return (y if _is_soft(y) else y.long()), None
 
     def _term(
         self,
@@ -231,7 +278,8 @@ class Distill(Method):
         if kind == "kd":
             return kd_loss(logits, t_logits, p.temperature)
         if kind == "dkd":
-            return dkd_loss(logits, t_logits, y, p.alpha, p.beta, p.temperature)
+            target = y.argmax(1) if y is not None and _is_soft(y) else y
+            return dkd_loss(logits, t_logits, target, p.alpha, p.beta, p.temperature)
         if kind == "rkd":
             return rkd_loss(embed, t["t_embed"], p.rkd_distance_weight, p.rkd_angle_weight)
         t_maps = [t[feature_key(k)].to(embed.dtype) for k in self.teacher_layers_]
@@ -265,6 +313,61 @@ class Distill(Method):
                 {"params": _trainable(self.regressors), "lr": base_lr, "name": "regressors"}
             )
         return [g for g in groups if g["params"]]
+
+
+def _is_soft(y: Tensor) -> bool:
+    return y.is_floating_point() and y.ndim == 2
+
+
+def _image_key(pre: Preprocess) -> tuple[Any, Any, tuple[int, ...]]:
+    """``(mean, std, input_size)`` as float / int tuples (``None`` / ``()`` when unknown)."""
+    mean = None if pre.mean is None else tuple(float(v) for v in pre.mean)
+    std = None if pre.std is None else tuple(float(v) for v in pre.std)
+    return mean, std, tuple(int(v) for v in pre.input_size or ())
+
+
+def _sizes_fit(student: tuple[int, ...], teacher: tuple[int, ...]) -> bool:
+    """Same channels and ``H, W`` (a teacher dimension of 0 accepts any; unknown: fits)."""
+    if not student or not teacher:
+        return True
+    dims = zip(student[1:], teacher[1:], strict=False)
+    return (
+        len(student) == len(teacher)
+        and student[0] == teacher[0]
+        and all(t in (0, s) for s, t in dims)
+    )
+
+
+def _vocab(tokenizer: Any) -> Any:
+    get = getattr(tokenizer, "get_vocab", None)
+    return get() if callable(get) else id(tokenizer)
+
+
+def input_mismatch(student: Preprocess, teacher: Preprocess) -> str:
+    """Why the teacher cannot read the student's prepared inputs ("" when it can): another
+    modality; images with another normalisation, channel count or size; text with another
+    tokenizer vocabulary."""
+    if student.modality != teacher.modality:
+        return f"the teacher reads {teacher.modality}, the student {student.modality}"
+    if student.modality == "image":
+        (sm, ss, s_size), (tm, ts, t_size) = _image_key(student), _image_key(teacher)
+        if (sm, ss) != (tm, ts) or not _sizes_fit(s_size, t_size):
+            return f"teacher {t_size} mean {tm} std {ts}; student {s_size} mean {sm} std {ss}"
+    if student.modality == "text" and _vocab(student.tokenizer) != _vocab(teacher.tokenizer):
+        return "teacher and student tokenise with different vocabularies"
+    return ""
+
+
+def check_shared_inputs(student: Preprocess, teacher: Preprocess) -> None:
+    """Raise ConfigError when augmentation cannot feed the student's inputs to the teacher."""
+    diff = input_mismatch(student, teacher)
+    if diff:
+        raise ConfigError(
+            "augment feeds the student's augmented inputs to the teacher too, but their "
+            f"preprocessing differs ({diff})",
+            where="method.params.augment",
+            fix="give teacher and student the same input preprocessing, or drop augment",
+        )
 
 
 def _trainable(module: nn.Module) -> list[nn.Parameter]:

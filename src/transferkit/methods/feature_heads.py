@@ -14,12 +14,10 @@ raw features ``[B, D]`` to outputs ``[B, K]`` (logits, or ``K = 1`` for regressi
   The three linear heads fold into one ``nn.Linear``: ``W' = W / sigma``, ``b' = b - W' mu``
   (a binary model's single decision ``s`` becomes logits ``[0, s]``).
 * ``mlp``: ``Linear(D, H) -> GELU -> Linear(H, K)`` trained full-batch with AdamW, early
-  stopped on the validation loss (best state kept); the weight decay is chosen on val.
-  Regression targets are standardised for training and de-standardised in the module.
-* ``knn``: k nearest neighbours (cosine or euclidean distance on ``z``), ``k`` in ``ks``.
-  It cannot be folded: the standardised training set and labels live in buffers (torch
-  prediction, saved with ``state_dict``). Classification outputs log vote fractions
-  (``softmax`` gives them back); regression outputs the neighbours' mean target.
+  stopped on the validation loss; the weight decay is chosen on val.
+* ``knn``: k nearest neighbours (cosine or euclidean distance on ``z``), ``k`` in ``ks``;
+  the training set lives in buffers. Both non-linear heads live in
+  :mod:`transferkit.methods.feature_heads_nonlinear` (re-exported here).
 * ``prototype``: nearest class mean (few-shot prototypes, Snell et al. 2017) on the raw
   features, ``-||f - p_k||^2 / tau`` or ``cos(f - mu, p_k - mu) / tau``; the distance and
   ``tau`` are chosen on val (accuracy, then NLL). ``prototype_transductive`` first refines
@@ -32,7 +30,6 @@ Wu et al. 2018, https://arxiv.org/abs/1805.01978 (kNN on normalised features).
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,23 +37,36 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field, PositiveFloat
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.svm import LinearSVC, LinearSVR
 from torch import nn
 
 from transferkit.errors import DataError
 from transferkit.methods.base import MethodParams
+from transferkit.methods.feature_heads_nonlinear import KNNHead, MLPHead, fit_knn, fit_mlp
 from transferkit.methods.prototypes import (
     PROTOTYPE_HEADS,
     PrototypeHead,
     check_head_task,
     fit_prototype_head,
 )
+
+__all__ = [
+    "LINEAR_HEADS",
+    "FeatureHeadParams",
+    "FittedHead",
+    "HeadKind",
+    "HeadProblem",
+    "KNNHead",
+    "MLPHead",
+    "build_head",
+    "fit_head",
+    "fold_linear",
+    "val_metric",
+]
 
 HeadKind = Literal[
     "logreg", "ridge", "linear_svm", "mlp", "knn", "prototype", "prototype_transductive"
@@ -125,79 +135,6 @@ def val_metric(task: str, y: np.ndarray, outputs: np.ndarray) -> float:
     return float(r2_score(y, outputs.reshape(-1)))
 
 
-class MLPHead(nn.Module):
-    """``net((f - mu) / sigma) * out_scale + out_shift`` with a one-hidden-layer ``net``."""
-
-    def __init__(self, in_features: int, hidden: int, num_outputs: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, num_outputs)
-        )
-        self.register_buffer("mu", torch.zeros(in_features))
-        self.register_buffer("sigma", torch.ones(in_features))
-        self.register_buffer("out_scale", torch.ones(()))
-        self.register_buffer("out_shift", torch.zeros(()))
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.net((f - self.mu) / self.sigma) * self.out_scale + self.out_shift
-
-
-class KNNHead(nn.Module):
-    """k-NN over buffers ``train_z`` ``[N, D]`` (standardised) and ``train_y`` ``[N]``.
-
-    The buffers are empty until :meth:`set_data`; loading a ``state_dict`` resizes them,
-    so a freshly built head loads a fitted one's state.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        num_outputs: int,
-        task: Task,
-        metric: Literal["cosine", "euclidean"] = "cosine",
-    ) -> None:
-        super().__init__()
-        self.task, self.metric, self.num_outputs = task, metric, num_outputs
-        self.register_buffer("mu", torch.zeros(in_features))
-        self.register_buffer("sigma", torch.ones(in_features))
-        self.register_buffer("train_z", torch.zeros(0, in_features))
-        ydtype = torch.long if task == "classification" else torch.float32
-        self.register_buffer("train_y", torch.zeros(0, dtype=ydtype))
-        self.register_buffer("k", torch.ones((), dtype=torch.long))
-
-    def set_data(
-        self, mu: np.ndarray, sigma: np.ndarray, z: np.ndarray, y: np.ndarray, k: int
-    ) -> KNNHead:
-        self.mu = torch.as_tensor(mu, dtype=torch.float32)
-        self.sigma = torch.as_tensor(sigma, dtype=torch.float32)
-        self.train_z = torch.as_tensor(z, dtype=torch.float32)
-        self.train_y = torch.as_tensor(y, dtype=self.train_y.dtype)
-        self.k = torch.tensor(int(k))
-        return self
-
-    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
-        for name in ("train_z", "train_y"):
-            incoming = state_dict.get(prefix + name)
-            if incoming is not None and incoming.shape != getattr(self, name).shape:
-                setattr(self, name, torch.empty_like(incoming, dtype=getattr(self, name).dtype))
-        super()._load_from_state_dict(state_dict, prefix, *args)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        """Log vote fractions ``[B, K]`` (classification) or mean neighbour target ``[B, 1]``."""
-        z = ((f - self.mu) / self.sigma).to(self.train_z.dtype)
-        if self.metric == "cosine":
-            dist = 1.0 - F.normalize(z, dim=-1) @ F.normalize(self.train_z, dim=-1).T
-        else:
-            dist = torch.cdist(z, self.train_z)
-        k = min(int(self.k), self.train_z.shape[0])
-        idx = dist.topk(k, dim=-1, largest=False).indices  # [B, k]
-        neigh = self.train_y[idx]
-        if self.task == "regression":
-            return neigh.float().mean(-1, keepdim=True)
-        votes = F.one_hot(neigh, self.num_outputs).float().mean(1)  # [B, K]
-        return votes.clamp_min(1e-12).log()
-
-
 def build_head(
     kind: HeadKind, in_features: int, num_outputs: int, task: Task, params: FeatureHeadParams
 ) -> nn.Module:
@@ -238,17 +175,17 @@ def fit_head(
     _check_labels(y_train, y_val, task, num_outputs)
     mu = f_train.astype(np.float64).mean(0)
     sigma = f_train.astype(np.float64).std(0) + _EPS
-    pb = _Problem(
+    pb = HeadProblem(
         f_train, np.asarray(y_train), f_val, np.asarray(y_val), mu, sigma, task, num_outputs, params
     )
     if params.head in LINEAR_HEADS:
         return _fit_linear(pb)
     if params.head in PROTOTYPE_HEADS:
         return _fit_prototype(pb, unlabelled, unlabelled_from)
-    return _fit_mlp(pb) if params.head == "mlp" else _fit_knn(pb)
+    return fit_mlp(pb) if params.head == "mlp" else fit_knn(pb)
 
 
-def _fit_prototype(pb: _Problem, unlabelled: np.ndarray | None, source: str) -> FittedHead:
+def _fit_prototype(pb: HeadProblem, unlabelled: np.ndarray | None, source: str) -> FittedHead:
     """Prototype heads on the raw features (they centre them themselves)."""
     fit = fit_prototype_head(
         pb.f_tr, pb.y_tr, pb.f_va, pb.y_va, pb.num_outputs, pb.params, unlabelled, source
@@ -259,7 +196,7 @@ def _fit_prototype(pb: _Problem, unlabelled: np.ndarray | None, source: str) -> 
 
 
 @dataclass
-class _Problem:
+class HeadProblem:
     """One head-fitting problem: raw features, labels, training statistics, settings."""
 
     f_tr: np.ndarray
@@ -308,7 +245,7 @@ def _sk_linear(kind: str, task: str, strength: float, max_iter: int) -> Any:
     return Ridge(alpha=1.0 / strength)
 
 
-def _path(pb: _Problem, z_tr: np.ndarray) -> Iterator[tuple[float, Any]]:
+def _path(pb: HeadProblem, z_tr: np.ndarray) -> Iterator[tuple[float, Any]]:
     """``(strength, fitted model)``; logistic regression warm-starts along ascending C."""
     kind, task, p = pb.params.head, pb.task, pb.params
     if kind == "logreg" and task == "classification":
@@ -320,7 +257,7 @@ def _path(pb: _Problem, z_tr: np.ndarray) -> Iterator[tuple[float, Any]]:
             yield s, _sk_linear(kind, task, s, p.max_iter).fit(z_tr, pb.y_tr)
 
 
-def _fit_linear(pb: _Problem) -> FittedHead:
+def _fit_linear(pb: HeadProblem) -> FittedHead:
     """Score the strength grid on val, fold the winner (refitted cold if warm-started)."""
     kind, task, params = pb.params.head, pb.task, pb.params
     z_tr, z_va = pb.z(pb.f_tr), pb.z(pb.f_va)
@@ -366,84 +303,3 @@ def fold_linear(
         linear.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
         linear.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
     return linear
-
-
-def _fit_knn(pb: _Problem) -> FittedHead:
-    z_tr, z_va, params = pb.z(pb.f_tr), pb.z(pb.f_va), pb.params
-    ks = sorted({min(k, len(z_tr)) for k in params.ks if k > 0})
-    if not ks:
-        raise DataError("no valid k for knn", where="params.ks", fix="use positive integers")
-    scores: dict[float, float] = {}
-    best: tuple[float, int] | None = None
-    cls = KNeighborsClassifier if pb.task == "classification" else KNeighborsRegressor
-    for k in ks:
-        model = cls(n_neighbors=k, metric=params.knn_metric, algorithm="brute")
-        scores[float(k)] = val_metric(pb.task, pb.y_va, model.fit(z_tr, pb.y_tr).predict(z_va))
-        if best is None or scores[float(k)] > best[0]:
-            best = (scores[float(k)], k)
-    assert best is not None
-    head = KNNHead(z_tr.shape[1], pb.num_outputs, pb.task, params.knn_metric)
-    head.set_data(pb.mu, pb.sigma, z_tr, pb.y_tr, best[1])
-    return FittedHead(head, "k", float(best[1]), scores, best[0])
-
-
-def _fit_mlp(pb: _Problem) -> FittedHead:
-    params = pb.params
-    seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
-    x_tr, x_va = torch.as_tensor(pb.f_tr), torch.as_tensor(pb.f_va)
-    ydt = torch.long if pb.task == "classification" else torch.float32
-    t_tr, t_va = torch.as_tensor(pb.y_tr, dtype=ydt), torch.as_tensor(pb.y_va, dtype=ydt)
-    scores: dict[float, float] = {}
-    best: tuple[float, float, MLPHead] | None = None
-    for wd in params.mlp_weight_decays:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            head = MLPHead(x_tr.shape[1], params.mlp_hidden, pb.num_outputs)
-        head.mu.copy_(torch.as_tensor(pb.mu))
-        head.sigma.copy_(torch.as_tensor(pb.sigma))
-        if pb.task == "regression":
-            head.out_shift.fill_(float(np.mean(pb.y_tr)))
-            head.out_scale.fill_(float(np.std(pb.y_tr)) + _EPS)
-        _train_mlp(head, (x_tr, t_tr), (x_va, t_va), pb.task, wd, params)
-        with torch.no_grad():
-            scores[wd] = val_metric(pb.task, pb.y_va, head(x_va).numpy())
-        if best is None or scores[wd] > best[0]:
-            best = (scores[wd], wd, head)
-    assert best is not None
-    return FittedHead(best[2], "weight_decay", best[1], scores, best[0])
-
-
-def _mlp_loss(head: MLPHead, x: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    out = head(x)
-    if task == "classification":
-        return F.cross_entropy(out, y)
-    return F.mse_loss(out.squeeze(-1) / head.out_scale, y / head.out_scale)
-
-
-def _train_mlp(
-    head: MLPHead,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
-    task: str,
-    wd: float,
-    params: FeatureHeadParams,
-) -> None:
-    """Full-batch AdamW; keep the state with the lowest validation loss (early stopping)."""
-    opt = torch.optim.AdamW(head.net.parameters(), lr=params.mlp_lr, weight_decay=wd)
-    best_loss, best_state, waited = float("inf"), copy.deepcopy(head.state_dict()), 0
-    for _ in range(params.mlp_max_epochs):
-        head.train()
-        opt.zero_grad()
-        _mlp_loss(head, *train, task).backward()
-        opt.step()
-        head.eval()
-        with torch.no_grad():
-            loss = float(_mlp_loss(head, *val, task))
-        if loss < best_loss - 1e-7:
-            best_loss, best_state, waited = loss, copy.deepcopy(head.state_dict()), 0
-        else:
-            waited += 1
-            if waited >= params.mlp_patience:
-                break
-    head.load_state_dict(best_state)
-    head.eval()
