@@ -17,8 +17,13 @@ CFG = {
     "data": {"target": "digits", "label_budget": 10, "max_eval_examples": 200},
     "model": {"backbone": "tk:smallcnn", "backbone_options": {"width": 8, "depth": 2}},
     "method": {"name": "finetune", "params": {"backbone_lr_mult": 1.0}},
-    "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "mixed_precision": "no",
-              "log_every_steps": 2},
+    "train": {
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 0.01,
+        "mixed_precision": "no",
+        "log_every_steps": 2,
+    },
     "seeds": [0, 1],
     "bootstrap_samples": 200,
 }
@@ -86,8 +91,10 @@ def test_forgetting_reports_representation_drift(finished: Path) -> None:
 def test_lora_run_reports_parameter_counts(tmp_path: Path) -> None:
     doc = {
         **CFG,
-        "method": {"name": "finetune",
-                   "params": {"backbone_lr_mult": 1.0, "peft": {"kind": "lora", "r": 2}}},
+        "method": {
+            "name": "finetune",
+            "params": {"backbone_lr_mult": 1.0, "peft": {"kind": "lora", "r": 2}},
+        },
         "seeds": [0],
         "baselines": {"enabled": False},
         "report": False,
@@ -96,3 +103,15 @@ def test_lora_run_reports_parameter_counts(tmp_path: Path) -> None:
     sel = res.metrics["selection"][0]
     assert 0 < sel["peft"]["trainable"] < sel["peft"]["total"]
     assert sel["trainable_params_at_start"] < sel["total_params"]
+
+
+def test_resume_with_a_changed_config_is_refused_before_anything_is_written(
+    finished: Path,
+) -> None:
+    before = {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()}
+    changed = {**CFG, "train": {**CFG["train"], "lr": 0.02}}
+    with pytest.raises(CheckpointError, match=r"train\.lr: 0\.01 -> 0\.02") as err:
+        run(changed, out=finished, resume=True, quiet=True)
+    assert "transferkit resume" in err.value.fix
+    after = {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()}
+    assert after == before  # nothing overwritten, not even config.yaml

@@ -253,3 +253,23 @@ def test_bad_inputs_raise_clear_errors() -> None:
         p.fit_features(f, Y_HAND, f, Y_HAND, unlabelled=np.zeros((3, 2)))
     with pytest.raises(ValueError):
         FeatureHeadParams(head="prototype", prototype_temperatures=[0.0])
+
+
+def test_runner_refines_transductive_prototypes_on_the_unlabelled_pool(tmp_path) -> None:
+    import json
+
+    from transferkit.experiment import run
+
+    cfg = {
+        "name": "proto",
+        "data": {"target": "digits", "label_budget": 5, "max_eval_examples": 100},
+        "model": {"backbone": "tk:smallcnn", "backbone_options": {"width": 8, "depth": 2}},
+        "method": {"name": "linear_probe", "params": {"head": "prototype_transductive"}},
+        "baselines": {"enabled": False},
+        "seeds": [0],
+        "report": False,
+    }
+    run(cfg, out=tmp_path / "run", quiet=True)
+    rec = json.loads((tmp_path / "run" / "stages" / "target__seed0.json").read_text())
+    text = json.dumps(rec)
+    assert "unlabelled pool" in text and "left over by data.label_budget" in text

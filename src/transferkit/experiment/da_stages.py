@@ -147,7 +147,7 @@ def run_closed_form_da(ctx: stages.StageContext, stage: str, method: Method) -> 
     )
     method.fit_features(f_tr, ctx.source.train.y, f_va, ctx.source.val.y, f_target=f_pool)
     with torch.no_grad():
-        logits = method.head(torch.tensor(np.asarray(f_te))).numpy()
+        logits = method.head(torch.tensor(np.array(f_te))).numpy()
     return stages.make_record(
         logits,
         ctx.splits,

@@ -100,15 +100,21 @@ def run_distill_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
     )
     train = None
     pool = _labelled_plus_pool(ctx) if cfg.teacher.use_unlabelled else None
-    if pool is not None or cfg.teacher.cache_outputs:
+    # with augmentation on, the teacher runs live on each augmented batch: no cache
+    live = getattr(method, "augmenter", None) is not None
+    if pool is not None or (cfg.teacher.cache_outputs and not live):
         ds = pool[0] if pool is not None else ctx.splits.train
-        outs = teacher_outputs(
-            method.teacher,  # type: ignore[arg-type]
-            ds.x,
-            layers=method.teacher_layers_,  # type: ignore[arg-type]
-            pool=method.hparams.hint_pool,  # type: ignore[attr-defined]
-            batch_size=cfg.train.eval_batch_size,
-            cache_dir=stages.main_cache_dir(ctx.run_dir),
+        outs = (
+            {}
+            if live
+            else teacher_outputs(
+                method.teacher,  # type: ignore[arg-type]
+                ds.x,
+                layers=method.teacher_layers_,  # type: ignore[arg-type]
+                pool=method.hparams.hint_pool,  # type: ignore[attr-defined]
+                batch_size=cfg.train.eval_batch_size,
+                cache_dir=stages.main_cache_dir(ctx.run_dir),
+            )
         )
         extra = {"y_mask": pool[1]} if pool is not None else {}
         train = TeacherCachedDataset(ds, {**outs, **extra})

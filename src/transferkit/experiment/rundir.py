@@ -70,10 +70,46 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
 
 
 def open_run_dir(path: str | Path, config_yaml: str, overwrite: bool, resume: bool) -> Path:
-    """:func:`prepare_run_dir`, then write the resolved config as ``DIR/config.yaml``."""
+    """:func:`prepare_run_dir`, then write the resolved config as ``DIR/config.yaml``.
+
+    On resume the directory's config must equal ``config_yaml``: a changed config is refused
+    before anything is written (finished stages were trained with the old one).
+    """
     d = prepare_run_dir(path, overwrite=overwrite, resume=resume)
+    if resume:
+        changed = config_changes((d / "config.yaml").read_text(encoding="utf-8"), config_yaml)
+        if changed:
+            raise CheckpointError(
+                "the config differs from the one this run was started with: "
+                + ", ".join(changed[:8])
+                + (f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""),
+                where=str(d / "config.yaml"),
+                fix="resume with the run's own config (`transferkit resume DIR`), or start a "
+                "new run with another --out",
+            )
+        return d
     atomic_write_text(d / "config.yaml", config_yaml)
     return d
+
+
+def config_changes(old_yaml: str, new_yaml: str) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, ``key: old -> new``."""
+    import yaml
+
+    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict) and node:
+            out: dict[str, Any] = {}
+            for k, v in node.items():
+                out.update(flat(v, f"{prefix}{k}."))
+            return out
+        return {prefix.rstrip("."): node}
+
+    a, b = flat(yaml.safe_load(old_yaml) or {}), flat(yaml.safe_load(new_yaml) or {})
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
 
 
 def stage_dirname(stage: str) -> str:

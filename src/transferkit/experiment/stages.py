@@ -38,6 +38,7 @@ from transferkit.experiment.source import (
     load_source_run,
     source_accuracy,
 )
+from transferkit.experiment.subsets import unlabelled_features
 from transferkit.methods import METHODS, Method
 from transferkit.methods.finetune import FinetuneParams
 from transferkit.methods.heads import make_head
@@ -274,12 +275,18 @@ def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict
         method.extract(d.x, batch_size=bs, cache_dir=cache)
         for d in (splits.train, splits.val, splits.test)
     )
-    method.fit_features(f_tr, splits.train.y, f_va, splits.val.y)
+    extra: dict[str, Any] = {}
+    if getattr(method, "uses_unlabelled", False):  # transductive heads
+        extra["unlabelled"], extra["unlabelled_from"] = unlabelled_features(
+            ctx, method, f_va, f_te, cache
+        )
+    method.fit_features(f_tr, splits.train.y, f_va, splits.val.y, **extra)
     with torch.no_grad():
-        logits = method.head(torch.tensor(np.asarray(f_te)))
+        logits = method.head(torch.tensor(np.array(f_te)))
     outputs = logits.squeeze(-1) if splits.train.task == "regression" else logits
     if accel.is_main_process():
         save_head(method, ctx.run_dir / "checkpoints" / stage, ctx.cfg.model.backbone)
+    info = getattr(method, "head_info_", None)
     return make_record(
         outputs.numpy(),
         splits,
@@ -287,6 +294,7 @@ def run_closed_form_stage(ctx: StageContext, stage: str, method: Method) -> dict
         head=method.hparams.head,
         selected={method.selected_param_: method.selected_strength_},
         val_scores={str(k): v for k, v in method.val_scores_.items()},
+        **({"head_info": info} if info else {}),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from transferkit.data.types import Dataset
@@ -44,3 +46,24 @@ def random_subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
     if n is None or len(ds) <= n:
         return ds
     return ds.subset(np.sort(np.random.default_rng(seed).permutation(len(ds))[:n]))
+
+
+#: at most this many unlabelled rows refine a transductive head (features held in float64)
+UNLABELLED_CAP = 5000
+
+
+def unlabelled_features(
+    ctx: Any, method: Any, f_va: Any, f_te: Any, cache: Any
+) -> tuple[np.ndarray, str]:
+    """Unlabelled target features for a transductive head, and where they came from.
+
+    The rows a label budget left over (a seeded subset of at most ``UNLABELLED_CAP``) when
+    there are any; otherwise the val and test INPUTS (their labels are never read), which
+    is transductive inference as used in few-shot evaluation.
+    """
+    pool = ctx.splits.unlabelled
+    if pool is not None and len(pool) > 0:
+        pool = random_subset(pool, UNLABELLED_CAP, ctx.seed)
+        f_un = method.extract(pool.x, batch_size=ctx.cfg.train.eval_batch_size, cache_dir=cache)
+        return np.array(f_un), f"unlabelled pool ({len(pool)} rows left over by data.label_budget)"
+    return np.concatenate([np.array(f_va), np.array(f_te)]), "val + test inputs (labels unused)"
