@@ -29,16 +29,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import transferkit
+from _runs import run_one
 from transferkit.utils.io import atomic_write_json, atomic_write_text
 
 METHODS: dict[str, dict[str, Any]] = {
@@ -155,26 +153,6 @@ def make_config(
         "seeds": seeds,
         "report": False,
     }
-
-
-def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Run (or reuse) one experiment; return its metrics.json."""
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        return json.loads(metrics.read_text(encoding="utf-8"))
-    t0 = time.perf_counter()
-    if (run_dir / "config.yaml").is_file():  # interrupted: keep its finished trainings
-        res = transferkit.resume(run_dir, quiet=True)
-    else:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        res = transferkit.run(cfg, out=run_dir, quiet=True)
-    print(
-        f"  {cfg['name']}: acc {res.metrics['target']['accuracy']:.3f} "
-        f"({time.perf_counter() - t0:.0f} s)",
-        flush=True,
-    )
-    return res.metrics
 
 
 def rows_from(task: str, method: str, budget: int, m: dict[str, Any]) -> list[dict[str, Any]]:

@@ -24,15 +24,12 @@ Resumable: a run whose ``metrics.json`` exists is reused.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import transferkit
+from _runs import run_one
 from transferkit.utils.io import atomic_write_json, atomic_write_text
 
 TARGETS = ("sentiment/tweets", "sentiment/movies", "sentiment/amazon", "sentiment/nyt", "bbc_news")
@@ -75,21 +72,6 @@ def config(
         "seeds": seeds,
         "report": False,
     }
-
-
-def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    if (run_dir / "metrics.json").is_file():
-        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    t0 = time.perf_counter()
-    if (run_dir / "config.yaml").is_file():
-        res = transferkit.resume(run_dir, quiet=True)
-    else:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        res = transferkit.run(cfg, out=run_dir, quiet=True)
-    acc = res.metrics["target"]["accuracy"]
-    print(f"  {cfg['name']}: {acc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return res.metrics
 
 
 def rows_of(target: str, method: str, budget: int, m: dict[str, Any]) -> list[dict[str, Any]]:

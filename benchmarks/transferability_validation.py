@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.stats import kendalltau
 
-import transferkit
+from _runs import run_one
 from transferkit.utils.io import atomic_write_json, atomic_write_text
 
 SCORE_NAMES = ("logme", "hscore", "hscore_shrinkage", "gbc", "nleep", "leep", "nce")
@@ -48,22 +46,6 @@ IMAGE_TARGETS = {"mnist5k": "digits", "digits": "mnist5k"}  # target -> the CNN'
 TEXT_TARGETS = ("sentiment/amazon", "sentiment/tweets")
 TEXT_SOURCES = {"movies": "sentiment/movies", "bbc": "bbc_news", "sms": "sms_spam"}
 MINILM_OPTS = {"max_length": 64}
-
-
-def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Run (or reuse, or resume) one experiment; return its metrics.json."""
-    if (run_dir / "metrics.json").is_file():
-        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    t0 = time.perf_counter()
-    if (run_dir / "config.yaml").is_file():
-        res = transferkit.resume(run_dir, quiet=True)
-    else:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        res = transferkit.run(cfg, out=run_dir, quiet=True)
-    acc = res.metrics["target"]["accuracy"]
-    print(f"  {cfg['name']}: {acc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return res.metrics
 
 
 def pretrain(

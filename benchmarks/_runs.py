@@ -1,0 +1,29 @@
+"""Shared by the benchmark scripts: run (or reuse, or resume) one experiment directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import transferkit
+
+
+def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``metrics.json`` of ``run_dir``: reused when finished, resumed when interrupted
+    (its finished trainings are kept), otherwise trained from ``cfg``."""
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        return json.loads(metrics.read_text(encoding="utf-8"))
+    t0 = time.perf_counter()
+    if (run_dir / "config.yaml").is_file():
+        res = transferkit.resume(run_dir, quiet=True)
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        res = transferkit.run(cfg, out=run_dir, quiet=True)
+    acc = res.metrics["target"]["accuracy"]
+    print(f"  {cfg['name']}: acc {acc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return res.metrics
