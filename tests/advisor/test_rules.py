@@ -183,3 +183,27 @@ def test_table_covers_every_input_and_reasons_cite_numbers(task: str) -> None:
         assert d.reasons and all(re.search(r"\d", r) for r in d.reasons), d.reasons
         if task == "regression" or not src:
             assert not d.recommended.uses_source and not d.runner_up.uses_source
+
+
+def test_logme_on_fewer_rows_than_dimensions_does_not_rule_transfer_out() -> None:
+    # sentiment/tweets at 32 labels/class: 64 rows of 384-d MiniLM features, gap +0.027
+    # (docs/transferability_validation.md): the pretrained model probes 19 points better
+    weak = ev(
+        labels_per_class_median=32,
+        logme_pretrained=-0.738,
+        logme_random=-0.765,
+        logme_rows=64,
+        feature_dim=384,
+    )
+    assert T.logme_unreliable(weak) and not T.not_better(weak)
+    d = decide(weak)
+    assert d.recommended.key == "feature_extraction"
+    assert any("64 rows of 384-d features" in r for r in d.reasons)
+    # the same gap on enough rows is read as "no better than random": target alone
+    enough = replace(weak, logme_rows=1000)
+    assert not T.logme_unreliable(enough) and T.not_better(enough)
+    assert decide(enough).recommended.key == "target_only"
+    # a random-weights model stays "not better" however few the rows
+    assert T.not_better(replace(weak, weights_random=True))
+    # unknown row counts (0) keep the previous behaviour
+    assert not T.logme_unreliable(replace(weak, logme_rows=0))

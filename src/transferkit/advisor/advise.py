@@ -97,6 +97,8 @@ def make_evidence(
         probe_best_group="" if probe is None else probe.groups[probe.best_index],
         n_layer_groups=0 if probe is None else len(probe.groups),
         weights_random=bool(tx.get("weights_random", False)),
+        logme_rows=int(tx.get("n_examples", 0)),
+        feature_dim=int(tx.get("n_features", 0)),
     )
 
 

@@ -119,6 +119,7 @@ def transferability(
         "random_init_runs": list(controls),
         "gap": value - mean,
         "n_examples": len(labels),
+        "n_features": int(np.asarray(pretrained).shape[1]),
         "paper": "https://arxiv.org/abs/2102.11005",
     }
 

@@ -18,6 +18,7 @@ from transferkit.advisor.thresholds import (
     Evidence,
     clearly_better,
     far_source,
+    logme_unreliable,
     not_better,
 )
 
@@ -147,12 +148,19 @@ def why_logme(e: Evidence) -> str:
         verdict = "not better than random"
     elif clearly_better(e):
         verdict = "clearly better than random"
-    return (
+    text = (
         f"LogME of the pretrained features is {e.logme_pretrained:.3f} vs "
         f"{e.logme_random:.3f} for random-init copies (gap {e.logme_gap:+.3f} nats/example, "
         f"control sd {e.logme_random_sd:.3f}; thresholds: <= {NO_GAIN_LOGME} no gain, > "
         f"{CLEAR_GAIN_LOGME} clear): the pretrained weights are {verdict} for this task"
     )
+    if logme_unreliable(e) and not clearly_better(e):
+        text += (
+            f"; but it was computed on {e.logme_rows} rows of {e.feature_dim}-d features "
+            "(fewer rows than dimensions), where LogME cannot reliably tell pretrained from "
+            "random features, so it is not used to rule transfer out"
+        )
+    return text
 
 
 def why_gap(e: Evidence) -> str:
