@@ -29,6 +29,11 @@ from pydantic import (
 )
 
 from transferkit.errors import ConfigError
+from transferkit.experiment.config_yaml import (
+    parse_yaml,
+    read_yaml,
+    short_repr,
+)
 
 DataSpec = str | dict[str, Any]
 
@@ -64,12 +69,6 @@ class _Strict(BaseModel):
         if name and not _allows_bool(cls.model_fields[name].annotation):
             return _not_bool(v)
         return v
-
-
-def short_repr(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_spec(v: Any) -> Any:
@@ -116,13 +115,41 @@ class TaskConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="identifier")
     data: DataSpec | None = Field(None, description="dataset; default data.target")
     data_options: dict[str, Any] = Field(default_factory=dict)
-    derive: Literal["parity", "greater_than"] | None = Field(
-        None, description="derive labels from numeric classes: parity, or > threshold"
+    derive: Literal["parity", "greater_than", "attributes"] | None = Field(
+        None,
+        description="derive labels from numeric classes: parity, > threshold, or the "
+        "multi-label digit attributes (even, greater_than_4, prime, closed_loop, "
+        "multiple_of_3)",
     )
     threshold: float = 4.0
+    labels_from: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="0/1 columns of the task's table that form one multi-hot target "
+        "(a multi-label task)",
+    )
     weight: float = Field(1.0, gt=0, description="static loss weight (before the weighting)")
 
     _spec_type = field_validator("data", mode="before")(_check_spec)
+
+    @model_validator(mode="after")
+    def _one_label_source(self) -> TaskConfig:
+        if self.labels_from is not None and self.derive is not None:
+            raise ValueError(
+                f"task {self.name!r} sets both derive={self.derive!r} and labels_from; "
+                "keep one of them (labels_from already gives a multi-label target)"
+            )
+        if self.labels_from is not None and len(set(self.labels_from)) < len(self.labels_from):
+            raise ValueError(
+                f"task {self.name!r}: labels_from repeats a column: {self.labels_from}; "
+                "list every 0/1 column once"
+            )
+        return self
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether the task's target is multi-hot (``derive: attributes`` or labels_from)."""
+        return self.derive == "attributes" or self.labels_from is not None
 
 
 class ModelConfig(_Strict):
@@ -338,119 +365,6 @@ def validate_config(doc: Mapping[str, Any], source: str = "config") -> Experimen
 
     check_semantics(cfg, source)
     return cfg
-
-
-class _DuplicateKey(yaml.constructor.ConstructorError):
-    fix = "write each key once per section (merge the two)"
-
-
-class _BadScalar(yaml.constructor.ConstructorError):
-    fix = "quote the value to keep it as text (e.g. name: '2020-13-45')"
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key repeated in one mapping (plain YAML keeps the
-    last value silently, so a second ``train:`` section would drop the first)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # '<<: *base' then explicit keys is the intended override idiom
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.get(key)
-            except TypeError:
-                continue  # an unhashable key: the base class reports it
-            if first is not None:
-                raise _DuplicateKey(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"the key {key!r} appears twice (first on line {first + 1})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep=deep)
-        except (ValueError, TypeError, OverflowError, LookupError, AttributeError) as exc:
-            # PyYAML's converters fail this way on a date 2020-13-45, !!int abc, !!bool x
-            shown = short_repr(node.value) if isinstance(node, yaml.ScalarNode) else "a value"
-            raise _BadScalar(
-                None,
-                None,
-                f"cannot read {shown} as {node.tag.rsplit(':', 1)[-1]} ({exc})",
-                node.start_mark,
-            ) from None
-
-
-def parse_yaml(text: str, where: str) -> Any:
-    """Parse YAML text safely; every failure is a :class:`ConfigError` naming the line."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.constructor.ConstructorError as exc:
-        mark = exc.problem_mark
-        raise ConfigError(
-            f"config holds a value YAML cannot read: {exc.problem}",
-            where=f"{where}, line {mark.line + 1}" if mark is not None else where,
-            fix=getattr(exc, "fix", "write plain YAML: no !!python tags, only scalar keys"),
-        ) from None
-    except yaml.reader.ReaderError as exc:  # a control character; no line mark
-        line = text.count("\n", 0, exc.position) + 1
-        raise ConfigError(
-            f"config holds the control character U+{int(exc.character):04X}",
-            where=f"{where}, line {line}",
-            fix='delete it, or write it as an escape inside double quotes (e.g. "\\t")',
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            f"config is not valid YAML: {getattr(exc, 'problem', None) or exc}",
-            where=f"{where}, line {mark.line + 1}" if mark is not None else where,
-            fix="check the indentation (spaces, not tabs), brackets and quotes on that line",
-        ) from None
-    except RecursionError:
-        raise ConfigError(
-            "config is nested too deeply to read", where=where, fix="flatten the document"
-        ) from None
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Read a YAML document from ``path`` with clear errors (not found, not UTF-8, invalid)."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(
-            f"{str(p)!r} is a directory, not a config file",
-            where=str(p),
-            fix="pass the YAML file itself (a run directory keeps it as config.yaml)",
-        )
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist", fix="check the path")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"config file is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
-            f"{exc.start})",
-            where=str(p),
-            fix="save the file as UTF-8",
-        ) from None
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the config file: {exc.strerror}",
-            where=str(p),
-            fix="check the file's permissions",
-        ) from None
-    doc = parse_yaml(text, str(p))
-    if doc is None:
-        raise ConfigError(
-            "config file is empty",
-            where=str(p),
-            fix="write at least data: {target: ...} and model: {backbone: ...} (see README.md)",
-        )
-    return doc
 
 
 def load_config(

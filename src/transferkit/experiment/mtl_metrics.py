@@ -1,6 +1,7 @@
 """metrics.json of a multi-task run: per-task verdicts and the average relative gain Δm.
 
-For task ``t`` with metric ``M_t`` (accuracy for classification, RMSE for regression),
+For task ``t`` with metric ``M_t`` (accuracy for classification, micro-F1 for multi-label,
+RMSE for regression),
 
 .. math::
 
@@ -10,8 +11,14 @@ with ``l_t = 1`` when lower is better (Maninis, Radosavovic & Kokkinos 2019, "At
 Single-Tasking of Multiple Tasks", CVPR, https://arxiv.org/abs/1904.08918). Δm is computed
 per seed (shared model and single-task models on the same splits) and reported with a
 Student-t interval over seeds; each task also gets its own transfer-gain verdict against
-its single-task model (:func:`~transferkit.diagnostics.verdict.transfer_gain`), and tasks
-with a negative verdict are listed as suffering from negative transfer.
+its single-task model (:func:`~transferkit.diagnostics.verdict.transfer_gain`; for a
+multi-label task :func:`multilabel_gain`, the same interval on micro-F1), and tasks with a
+negative verdict are listed as suffering from negative transfer.
+
+Multi-label metrics (outputs are logits ``[N, K]``, predictions ``z > 0``, labels 0/1
+``[N, K]``): ``micro_f1 = 2 TP / (2 TP + FP + FN)`` summed over all ``N K`` cells,
+``macro_f1`` the mean of the per-label F1s, ``subset_accuracy`` the share of rows with all
+``K`` labels right.
 """
 
 from __future__ import annotations
@@ -20,15 +27,92 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import f1_score
 
-from transferkit.diagnostics.metrics import higher_is_better, primary_metric
+from transferkit.diagnostics.metrics import compute_metrics, higher_is_better, primary_metric
 from transferkit.diagnostics.verdict import t_interval, transfer_gain, verdict_from_interval
 from transferkit.experiment.config import ExperimentConfig
 from transferkit.experiment.multitask_data import TaskInfo
 
 
+def task_primary_metric(kind: str) -> str:
+    """The metric a task's verdict and the shared model's early stopping use."""
+    return "micro_f1" if kind == "multilabel" else primary_metric(kind)
+
+
 def delta_m_metric(kind: str) -> str:
-    return "accuracy" if kind == "classification" else "rmse"
+    return {"classification": "accuracy", "multilabel": "micro_f1"}.get(kind, "rmse")
+
+
+def multilabel_metrics(outputs: Any, y: Any) -> dict[str, float]:
+    """micro-F1, macro-F1 and subset accuracy of logits ``[N, K]`` against 0/1 ``[N, K]``."""
+    lab = np.asarray(y, dtype=np.int64)
+    pred = (np.asarray(outputs, dtype=np.float64).reshape(lab.shape) > 0).astype(np.int64)
+    return {
+        "micro_f1": float(f1_score(lab, pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(lab, pred, average="macro", zero_division=0)),
+        "subset_accuracy": float((pred == lab).all(-1).mean()),
+    }
+
+
+def task_metrics(outputs: Any, y: Any, kind: str) -> dict[str, float]:
+    """All scalar metrics of one task's outputs (any kind)."""
+    if kind == "multilabel":
+        return multilabel_metrics(outputs, y)
+    return compute_metrics(outputs, y, kind)
+
+
+def _micro_f1(y: Any, out: Any) -> float:
+    return multilabel_metrics(out, y)["micro_f1"]
+
+
+def _row_counts(y: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Per-row ``(2 TP, 2 TP + FP + FN)`` ``[N, 2]``: micro-F1 is their column-sum ratio."""
+    lab = np.asarray(y, dtype=bool)
+    pred = np.asarray(out, dtype=np.float64).reshape(lab.shape) > 0
+    tp = (lab & pred).sum(-1)
+    return np.stack([2 * tp, lab.sum(-1) + pred.sum(-1)], axis=1).astype(np.float64)
+
+
+def _boot_micro_f1(counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Micro-F1 of each resample ``idx`` ``[B, N]`` (0 when no positive at all)."""
+    num, den = counts[idx, 0].sum(-1), counts[idx, 1].sum(-1)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def multilabel_gain(
+    runs: Sequence[dict[str, Any]], confidence: float = 0.95, n_boot: int = 2000
+) -> dict[str, Any]:
+    """Micro-F1 gain ``F1(transfer) - F1(baseline)`` of a multi-label task.
+
+    Several seeds: Student-t interval of the per-seed gains. One seed: paired bootstrap
+    over test rows (the same resampled rows score both models), percentile interval.
+    """
+    per_seed = [_micro_f1(r["y"], r["transfer"]) - _micro_f1(r["y"], r["baseline"]) for r in runs]
+    if len(runs) >= 2:
+        lo, hi = t_interval(per_seed, confidence)
+        how = f"Student-t interval over {len(runs)} seeds"
+    else:
+        y, a, b = (np.asarray(runs[0][k]) for k in ("y", "transfer", "baseline"))
+        idx = np.random.default_rng(0).integers(0, len(y), (n_boot, len(y)))
+        boot = _boot_micro_f1(_row_counts(y, a), idx) - _boot_micro_f1(_row_counts(y, b), idx)
+        alpha = (1 - confidence) / 2
+        lo, hi = (float(v) for v in np.quantile(boot, [alpha, 1 - alpha]))
+        how = f"paired bootstrap over {len(y)} test examples ({n_boot} resamples)"
+    return {
+        "delta": float(np.mean(per_seed)),
+        "ci95": [float(lo), float(hi)],
+        "verdict": verdict_from_interval(lo, hi),
+        "method": how,
+        "confidence": confidence,
+        "per_seed": per_seed,
+    }
+
+
+def _gain(runs: list[dict[str, Any]], pm: str, kind: str, cfg: ExperimentConfig) -> dict:
+    if kind == "multilabel":
+        return multilabel_gain(runs, cfg.confidence, cfg.bootstrap_samples)
+    return transfer_gain(runs, pm, kind, cfg.confidence, cfg.bootstrap_samples)
 
 
 def delta_m(
@@ -58,7 +142,7 @@ def assemble_multitask(
     target = recs["target"]
     per_task: dict[str, Any] = {}
     for t in tasks:
-        pm = primary_metric(t.kind)
+        pm = task_primary_metric(t.kind)
         mtl = [r["extra"]["tasks"][t.name] for r in target]
         entry: dict[str, Any] = {
             "kind": t.kind,
@@ -78,7 +162,7 @@ def assemble_multitask(
                 for m, s in zip(mtl, single, strict=True)
             ]
             entry["gain"] = {
-                **transfer_gain(runs, pm, t.kind, cfg.confidence, cfg.bootstrap_samples),
+                **_gain(runs, pm, t.kind, cfg),
                 "metric": pm,
                 "baseline": "single_task",
             }
@@ -113,8 +197,8 @@ def assemble_multitask(
         "selection": [{k: v for k, v in r["extra"].items() if k != "tasks"} for r in target],
     }
     for t in tasks:
-        out["target"][f"{t.name}_{primary_metric(t.kind)}"] = per_task[t.name]["multitask"][
-            primary_metric(t.kind)
+        out["target"][f"{t.name}_{task_primary_metric(t.kind)}"] = per_task[t.name]["multitask"][
+            task_primary_metric(t.kind)
         ]
     if all(f"single_{t.name}" in recs for t in tasks):
         _add_single_task_summary(out, cfg, tasks, recs, per_task)
@@ -144,7 +228,7 @@ def _add_single_task_summary(
         "metrics": {t.name: delta_m_metric(t.kind) for t in tasks},
     }
     single_score = [
-        float(np.mean([s[t.name][primary_metric(t.kind)] for t in tasks])) for s in singles
+        float(np.mean([s[t.name][task_primary_metric(t.kind)] for t in tasks])) for s in singles
     ]
     base = {
         "mean_task_score": float(np.mean(single_score)),
@@ -152,8 +236,8 @@ def _add_single_task_summary(
         "per_seed": [{"mean_task_score": v} for v in single_score],
     }
     for t in tasks:
-        base[f"{t.name}_{primary_metric(t.kind)}"] = per_task[t.name]["single_task"][
-            primary_metric(t.kind)
+        base[f"{t.name}_{task_primary_metric(t.kind)}"] = per_task[t.name]["single_task"][
+            task_primary_metric(t.kind)
         ]
     out["baselines"] = {"single_task": base}
     out["best_baseline"] = "single_task"

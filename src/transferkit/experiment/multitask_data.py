@@ -19,13 +19,17 @@ Sampling across groups, per epoch (``data.task_sampling``):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from transferkit.data import load_full_dataset
+from transferkit.data.files import TABLE_SUFFIXES, read_table, require_column
 from transferkit.data.splits import make_splits
 from transferkit.data.types import Dataset, Splits
 from transferkit.errors import ConfigError, DataError
@@ -38,14 +42,99 @@ class TaskInfo:
     """One task as the method and the report see it."""
 
     name: str
-    kind: str  # "classification" | "regression"
-    classes: list[str] | None
+    kind: str  # "classification" | "multilabel" | "regression"
+    classes: list[str] | None  # class names, or the K label names of a multilabel task
     weight: float
     group: int
 
     @property
     def num_outputs(self) -> int:
-        return len(self.classes or []) if self.kind == "classification" else 1
+        return 1 if self.kind == "regression" else len(self.classes or [])
+
+
+#: The multi-label digit attributes of ``derive: attributes`` (label ``k`` of digit ``d``):
+#: ``even`` (d % 2 == 0), ``greater_than_4`` (d > 4), ``prime`` (d in {2, 3, 5, 7}),
+#: ``closed_loop`` (a closed loop in the usual glyph: d in {0, 6, 8, 9}) and
+#: ``multiple_of_3`` (d % 3 == 0, so 0 counts).
+DIGIT_ATTRIBUTES: dict[str, frozenset[int]] = {
+    "even": frozenset({0, 2, 4, 6, 8}),
+    "greater_than_4": frozenset({5, 6, 7, 8, 9}),
+    "prime": frozenset({2, 3, 5, 7}),
+    "closed_loop": frozenset({0, 6, 8, 9}),
+    "multiple_of_3": frozenset({0, 3, 6, 9}),
+}
+
+
+def attribute_matrix() -> np.ndarray:
+    """``A`` ``[10, K]`` int64: ``A[d, k] = 1`` when digit ``d`` has attribute ``k``."""
+    return np.asarray(
+        [[int(d in members) for members in DIGIT_ATTRIBUTES.values()] for d in range(10)],
+        dtype=np.int64,
+    )
+
+
+def digit_attributes(ds: Dataset, task: TaskConfig) -> Dataset:
+    """``derive: attributes``: multi-hot ``y`` ``[N, K]`` (K = 5) from digit classes 0-9.
+
+    Needs a classification dataset whose class names are the digits ``"0"``..``"9"``
+    (``digits``, ``mnist5k``, ...); ``y[i] = A[digit_i]`` with ``A`` from
+    :func:`attribute_matrix`.
+    """
+    where, names = f"tasks[{task.name}].derive", [str(c) for c in ds.classes or []]
+    digits = [int(c) if c.strip().isdigit() else -1 for c in names]
+    if ds.task != "classification" or not digits or not all(0 <= d <= 9 for d in digits):
+        raise ConfigError(
+            f"task {task.name!r}: derive='attributes' needs digit classes 0-9, but the data is "
+            f"{ds.task} with classes {names[:10] or None}",
+            where=where,
+            fix="derive attributes only from a digit dataset (digits, mnist5k), or give "
+            "your own 0/1 columns with labels_from: [col_a, col_b]",
+        )
+    table = attribute_matrix()[np.asarray(digits, dtype=np.int64)]
+    y = table[np.asarray(ds.y, dtype=np.int64)]
+    return replace(ds, y=y, classes=list(DIGIT_ATTRIBUTES), task="multilabel")  # type: ignore[arg-type]
+
+
+def table_path(data: Any, task: TaskConfig) -> str:
+    """The table file of a ``labels_from`` task (its ``data`` spec must name one)."""
+    path = data.get("path") if isinstance(data, Mapping) else data
+    if path is None or Path(str(path)).suffix.lower() not in TABLE_SUFFIXES:
+        raise ConfigError(
+            f"task {task.name!r}: labels_from reads columns of a table, but its data is {data!r}",
+            where=f"tasks[{task.name}].labels_from",
+            fix=f"give the task a table file ({', '.join(TABLE_SUFFIXES)}) as data",
+        )
+    return str(path)
+
+
+def labels_from_columns(ds: Dataset, task: TaskConfig) -> Dataset:
+    """``labels_from: [c_1..c_K]``: multi-hot ``y`` ``[N, K]`` from 0/1 table columns.
+
+    The loader keeps every table row in order, so row ``i`` of the table is example ``i``.
+    """
+    assert task.labels_from is not None
+    path = str(ds.meta["table"])
+    df = read_table(Path(path), str(ds.meta.get("encoding", "utf-8")))
+    cols = []
+    for c in task.labels_from:
+        col = require_column(df, c, f"tasks[{task.name}].labels_from", path)
+        v = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isin(v, (0.0, 1.0)))
+        if len(bad):
+            raise DataError(
+                f"task {task.name!r}: column {c!r} holds {col.iloc[bad[0]]!r}, not 0 or 1",
+                where=f"{path}, row {bad[0] + 1}, column {c!r}",
+                fix="labels_from columns must hold only 0 and 1",
+            )
+        cols.append(v.astype(np.int64))
+    if len(df) != len(ds):
+        raise DataError(
+            f"task {task.name!r}: the table has {len(df)} rows but the dataset {len(ds)}",
+            where=path,
+            fix="use a plain table file as the task's data",
+        )
+    y = np.stack(cols, axis=1)
+    return replace(ds, y=y, classes=list(task.labels_from), task="multilabel")  # type: ignore[arg-type]
 
 
 def derive_labels(ds: Dataset, task: TaskConfig) -> Dataset:
@@ -54,9 +143,13 @@ def derive_labels(ds: Dataset, task: TaskConfig) -> Dataset:
     ``greater_than`` reads numeric class names (classification) or the raw targets
     (regression): e.g. a sentiment score with ``threshold: 0`` gives its polarity.
     """
+    if task.labels_from is not None:
+        return labels_from_columns(ds, task)
     if task.derive is None:
         return ds
     assert ds.y is not None
+    if task.derive == "attributes":
+        return digit_attributes(ds, task)
     if ds.task == "regression":
         v = np.asarray(ds.y, dtype=np.float64)
     else:
@@ -89,10 +182,15 @@ def _group_key(cfg: ExperimentConfig, t: TaskConfig) -> str:
     return json.dumps(data, sort_keys=True, default=str)
 
 
-def _load_task_full(cfg: ExperimentConfig, t: TaskConfig) -> Dataset:
+def _load_task_full(cfg: ExperimentConfig, t: TaskConfig) -> tuple[Dataset, Dataset]:
+    """``(derived, raw)``: the task's labels, and the loaded dataset they came from."""
     data = t.data if t.data is not None else cfg.data.target
     opts = {**(cfg.data.target_options if t.data is None else {}), **t.data_options}
-    return derive_labels(load_full_dataset(data, **opts), t)
+    raw = load_full_dataset(data, **opts)
+    if t.labels_from is not None:
+        raw.meta.setdefault("table", table_path(data, t))
+        raw.meta.setdefault("encoding", opts.get("encoding", "utf-8"))
+    return derive_labels(raw, t), raw
 
 
 def _same_examples(a: Dataset, b: Dataset) -> bool:
@@ -104,12 +202,13 @@ def _same_examples(a: Dataset, b: Dataset) -> bool:
 
 
 def _split_group(
-    cfg: ExperimentConfig, fulls: list[Dataset], names: list[str], seed: int
+    cfg: ExperimentConfig, fulls: list[Dataset], names: list[str], seed: int, split_on: Dataset
 ) -> list[Splits]:
-    """Split the group's first dataset; give every task the same rows."""
+    """Split ``split_on`` (the group's first dataset, with one label per example: the raw
+    labels when the first task is multi-label); give every task the same rows."""
     d = cfg.data
     base = make_splits(
-        fulls[0],
+        split_on,
         seed=seed,
         val_fraction=d.val_fraction,
         test_fraction=d.test_fraction,
@@ -148,9 +247,12 @@ def load_task_splits(cfg: ExperimentConfig, seed: int) -> tuple[list[TaskInfo], 
     splits: dict[str, Splits] = {}
     for g, key in enumerate(groups):
         members = [t for t, k in zip(cfg.tasks, keys, strict=True) if k == key]
-        fulls = [_load_task_full(cfg, t) for t in members]
+        loaded = [_load_task_full(cfg, t) for t in members]
+        fulls = [f for f, _ in loaded]
+        split_on = loaded[0][1] if fulls[0].task == "multilabel" else fulls[0]
+        names = [t.name for t in members]
         for t, full, sp in zip(
-            members, fulls, _split_group(cfg, fulls, [t.name for t in members], seed), strict=True
+            members, fulls, _split_group(cfg, fulls, names, seed, split_on), strict=True
         ):
             splits[t.name] = sp
             infos.append(TaskInfo(t.name, full.task, full.classes, t.weight, g))
@@ -181,7 +283,7 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         for g in sorted({t.group for t in tasks}):
             members = [t for t in tasks if t.group == g]
             x = splits[members[0].name].train.x
-            ys = {t.name: np.asarray(splits[t.name].train.y) for t in members}
+            ys = {t.name: _train_labels(splits[t.name].train.y, t.kind) for t in members}
             self.groups.append((x, ys))
         self.sizes = np.asarray([len(ys[next(iter(ys))]) for _, ys in self.groups])
         if (self.sizes == 0).any():
@@ -222,7 +324,18 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         item: dict[str, Any] = {"x": x[j]}
         for t in self.tasks:
             has = t.name in ys
-            filler = 0 if t.kind == "classification" else 0.0
-            item[f"y_{t.name}"] = ys[t.name][j] if has else filler
+            item[f"y_{t.name}"] = ys[t.name][j] if has else _filler(t)
             item[f"m_{t.name}"] = has
         return item
+
+
+def _train_labels(y: Any, kind: str) -> np.ndarray:
+    """Training labels: multi-hot rows ``[N, K]`` as float32 (BCE targets)."""
+    return np.asarray(y, dtype=np.float32) if kind == "multilabel" else np.asarray(y)
+
+
+def _filler(t: TaskInfo) -> Any:
+    """The label of an example whose group lacks task ``t`` (masked out by ``m_<task>``)."""
+    if t.kind == "multilabel":
+        return np.zeros(t.num_outputs, dtype=np.float32)
+    return 0 if t.kind == "classification" else 0.0

@@ -133,7 +133,14 @@ def _with_tasks(cfg: ExperimentConfig, family: str, source: str) -> dict:
             where=f"{source}: tasks",
             fix="give every task a distinct name",
         )
-    params["tasks"] = [{"name": t.name, "num_outputs": 2} for t in cfg.tasks]
+    params["tasks"] = [
+        {
+            "name": t.name,
+            "kind": "multilabel" if t.multilabel else "classification",
+            "num_outputs": 2,
+        }
+        for t in cfg.tasks
+    ]
     return params
 
 
