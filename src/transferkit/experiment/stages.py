@@ -92,7 +92,7 @@ def check_modality(backbone: Backbone, splits: Splits) -> None:
             f"the backbone {backbone.spec!r} reads {backbone.modality} inputs but the "
             f"dataset {splits.train.name!r} is {data_mod}",
             where="model.backbone",
-            fix=f"use a {data_mod} backbone, e.g. {examples.get(data_mod, '')}",
+            fix=f"use a backbone for {data_mod} data, e.g. {examples.get(data_mod, '')}",
         )
 
 
