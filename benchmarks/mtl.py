@@ -11,6 +11,9 @@ Setups (``--setups``), each a ``transferkit.run`` config whose tasks are also tr
   of 256) is the shared network.
 * ``domains``: two sentiment domains as two tasks on separate example sets: tweet
   polarity and Amazon-review polarity, same frozen features and network.
+* ``unrelated``: tweet polarity and SMS spam detection (``sms_spam``, ham/spam) as two
+  tasks on separate example sets, same frozen features and network: tasks with nothing in
+  common, where negative transfer between tasks may appear.
 
 Grid: the eight weightings (``equal``, ``uncertainty``, ``gradnorm``, ``dwa``, ``pcgrad``,
 ``mgda``, ``cagrad``, ``nash``) with hard parameter sharing, plus MMoE with equal weights.
@@ -61,7 +64,7 @@ GRID: dict[str, tuple[str, str]] = {
     },
     "mmoe+equal": ("mmoe", "equal"),
 }
-SETUPS = ("digits", "sentiment", "domains")
+SETUPS = ("digits", "sentiment", "domains", "unrelated")
 #: hidden sizes of the wider shared MLP whose isolated step cost is measured as well
 WIDE = (2048, 2048)
 MLP = {
@@ -91,6 +94,24 @@ def feature_file(out: Path, domain: str) -> Path:
     return path
 
 
+def sms_feature_file(out: Path) -> Path:
+    """Frozen MiniLM features of every ``sms_spam`` message (``.npz``: ``x`` float32
+    ``[N, 384]``, ``y`` int64 ``[N]``, 0 = ham, 1 = spam)."""
+    path = out / "features" / "sms_spam.npz"
+    if path.is_file():
+        return path
+    from transferkit.backbones import create_backbone
+    from transferkit.data import load_full_dataset
+    from transferkit.engine.extract import extract_features
+
+    ds = load_full_dataset("sms_spam")
+    feats = extract_features(create_backbone("packaged:minilm-l6"), list(ds.x), batch_size=128)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, x=np.asarray(feats, dtype=np.float32), y=np.asarray(ds.y, np.int64))
+    return path
+
+
 def setup_config(name: str, out: Path) -> dict[str, Any]:
     """Data, model, tasks and training of one setup (everything but the method and seed)."""
     if name == "digits":
@@ -116,6 +137,19 @@ def setup_config(name: str, out: Path) -> dict[str, Any]:
             for d, f in files.items()
         ]
         data = {"target": files["tweets"], "target_options": reg}
+    elif name == "unrelated":
+        tweets = str(feature_file(out, "tweets"))
+        tasks = [
+            {
+                "name": "tweets",
+                "data": tweets,
+                "data_options": reg,
+                "derive": "greater_than",
+                "threshold": 0.0,
+            },
+            {"name": "sms", "data": str(sms_feature_file(out))},
+        ]
+        data = {"target": tweets, "target_options": reg}
     else:
         raise ValueError(f"unknown setup {name!r}")
     return {
