@@ -84,4 +84,4 @@ def test_text_data_with_image_backbone_is_refused(
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {target: digits}\nmodel: {backbone: packaged:minilm-l6}\nseeds: [0]\n")
     code, out = _cli(["run", str(cfg), "--out", str(tmp_path / "r"), "-q"], capsys)
-    assert code == 2 and "reads text inputs" in out and "image backbone" in out
+    assert code == 2 and "reads text inputs" in out and "backbone for image data" in out
