@@ -271,6 +271,7 @@ def row(setup: str, src: str, tgt: str, label: str, m: dict[str, Any]) -> dict[s
         "selected": per(m["target_per_seed"]),
         "oracle": [p["oracle"] for p in lf.get("per_seed", [])],
         "criterion": [p.get("criterion") for p in lf.get("per_seed", [])],
+        "collapsed": [bool(p.get("collapsed")) for p in lf.get("per_seed", [])],
         "source_only": per(base["source_only"]["per_seed"]) if "source_only" in base else [],
         "target_only": per(base["target_only"]["per_seed"]) if "target_only" in base else [],
         "verdict": (m.get("transfer_gain") or {}).get("verdict"),
@@ -306,9 +307,16 @@ def pair_table(rows: list[dict[str, Any]]) -> str:
 
 
 def label_free_best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The gradient-trained method with the lowest mean DEV risk at its selected epoch."""
+    """The gradient-trained method with the lowest mean DEV risk at its selected epoch.
+
+    A method whose selected checkpoint collapsed on any seed (target predictions nearly
+    all one class; runs made with ``adaptation.collapse_guard``) is passed over while
+    another method did not collapse.
+    """
     scored = [r for r in rows if r["criterion"] and all(c is not None for c in r["criterion"])]
-    return min(scored, key=lambda r: float(np.mean(r["criterion"]))) if scored else None
+    healthy = [r for r in scored if not any(r.get("collapsed") or [])]
+    pool = healthy or scored
+    return min(pool, key=lambda r: float(np.mean(r["criterion"]))) if pool else None
 
 
 def summary(rows: list[dict[str, Any]]) -> str:

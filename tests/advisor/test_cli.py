@@ -144,3 +144,39 @@ def test_main_entry_point_exits_2_on_modality_mismatch(
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "Traceback" not in err
     assert "'packaged:minilm-l6' reads text inputs" in err and "tabular" in err
+
+
+def test_backbone_options_reach_a_file_checkpoint_without_spec(
+    app: typer.Typer, toy: Toy, tmp_path: Path
+) -> None:
+    """A bare safetensors state dict needs -O backbone_spec=... (and the architecture's
+    options); they are used to build the model and the controls and written into configs."""
+    from safetensors.torch import save_file
+
+    from transferkit.backbones import create_backbone
+
+    spec_less = tmp_path / "bare.safetensors"
+    bb = create_backbone(toy.good)
+    save_file({k: v.contiguous() for k, v in bb.state_dict().items()}, str(spec_less))
+    args = ["advise", "-m", f"file:{spec_less}", "-t", str(toy.small_target), "-q"]
+    res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "a")])
+    assert res.exit_code != 0 and "backbone_spec" in str(res.exception or res.output)
+    opts = ["-O", "backbone_spec=tk:mlp", "-O", "in_features=8", "-O", "hidden=[16, 16]"]
+    res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "b"), "--controls", "2", *opts])
+    assert res.exit_code == 0, res.output
+    advice = json.loads((tmp_path / "b" / "advice.json").read_text())
+    assert advice["transferability"]["pretrained"] > advice["transferability"]["random_init"]
+    cfg = (tmp_path / "b" / "recommended.yaml").read_text()
+    assert "backbone_spec: tk:mlp" in cfg and "hidden:" in cfg
+
+
+@pytest.mark.parametrize("bad", ["input_size", "=3", "a.b=1"])
+def test_backbone_option_must_be_flat_key_value(bad: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        advisor_cli.backbone_options([bad])
+    assert info.value.where == "--backbone-option" and "-O" in (info.value.fix or "")
+    assert advisor_cli.backbone_options(["input_size=16", "hidden=[8, 4]"]) == {
+        "input_size": 16,
+        "hidden": [8, 4],
+    }
+    assert advisor_cli.backbone_options([]) is None

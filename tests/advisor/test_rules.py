@@ -199,6 +199,10 @@ def test_logme_on_fewer_rows_than_dimensions_does_not_rule_transfer_out() -> Non
     d = decide(weak)
     assert d.recommended.key == "feature_extraction"
     assert any("64 rows of 384-d features" in r for r in d.reasons)
+    # a gap LogME cannot read is not called "somewhat better" (it may even be negative)
+    neg = decide(replace(weak, logme_pretrained=-0.772))
+    assert any("not clearly better than random" in r for r in neg.reasons)
+    assert not any("somewhat better" in r for r in neg.reasons)
     # the same gap on enough rows is read as "no better than random": target alone
     enough = replace(weak, logme_rows=1000)
     assert not T.logme_unreliable(enough) and T.not_better(enough)

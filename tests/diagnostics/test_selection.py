@@ -11,6 +11,8 @@ from transferkit.diagnostics.selection import (
     density_ratio_weights,
     dev_risk,
     dev_risk_from_weights,
+    is_collapsed,
+    prediction_diversity,
     prediction_entropy,
     score_candidates,
     select_best,
@@ -173,3 +175,36 @@ def test_select_best_directions_nan_and_errors() -> None:
         select_best([same], "entropy")
     with pytest.raises(DataError, match="no candidates"):
         select_best([], "dev")
+
+
+def test_diversity_hand_values() -> None:
+    assert prediction_diversity(np.eye(3)[[1, 1, 1, 1]]) == 0.0
+    assert prediction_diversity(np.eye(4)[[0, 1, 2, 3, 3, 2, 1, 0]]) == pytest.approx(1.0)
+    nine_one = np.eye(2)[[0] * 9 + [1]]
+    h = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1)) / np.log(2)
+    assert prediction_diversity(nine_one) == pytest.approx(h) == pytest.approx(0.469, abs=1e-3)
+    assert prediction_diversity(np.ones((5, 1))) == 1.0
+    # uncertain but collapsed: every argmax is class 0 although the mean prediction is
+    # nearly uniform (its entropy is ~log 3), so soft statistics would miss the collapse
+    p = np.tile([0.34, 0.33, 0.33], (50, 1))
+    assert prediction_diversity(p) == 0.0
+    assert prediction_entropy(p) == pytest.approx(np.log(3), abs=1e-3)
+
+
+def test_is_collapsed_threshold() -> None:
+    p = np.eye(2)[[0] * 97 + [1] * 3]
+    assert prediction_diversity(p) == pytest.approx(0.194, abs=1e-3)
+    assert is_collapsed(p, 0.25) and not is_collapsed(p, 0.1)
+    assert not is_collapsed(np.eye(2)[[0] * 100], 0.0)  # 0 switches the guard off
+
+
+def test_select_best_collapse_guard_passes_over_collapsed_candidates() -> None:
+    collapsed = {"probs_t": softmax(8.0 * np.eye(3)[np.zeros(60, dtype=int)], axis=1)}
+    healthy = {"probs_t": _clustered(60, 3, 0)}
+    # entropy prefers the (more confident) collapsed model ...
+    assert prediction_entropy(collapsed["probs_t"]) < prediction_entropy(healthy["probs_t"])
+    assert select_best([collapsed, healthy], "entropy") == 0
+    # ... the guard does not; with every candidate collapsed the criterion decides again
+    assert select_best([collapsed, healthy], "entropy", collapse_guard=0.25) == 1
+    soft = {"probs_t": softmax(2.0 * np.eye(3)[np.zeros(60, dtype=int)], axis=1)}
+    assert select_best([soft, collapsed], "entropy", collapse_guard=0.25) == 1

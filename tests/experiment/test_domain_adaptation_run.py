@@ -13,7 +13,14 @@ from transferkit.data.types import Dataset, Splits
 from transferkit.errors import ConfigError, DataError
 from transferkit.experiment import load_config, run
 from transferkit.experiment.domains import adaptation_pool, align_classes
-from transferkit.experiment.label_free import SELECTOR_KEYS, oracle_summary, per_example_ce
+from transferkit.experiment.label_free import (
+    COLLAPSE_PENALTY,
+    SELECTOR_KEYS,
+    guarded,
+    oracle_summary,
+    per_example_ce,
+    selection_key,
+)
 
 
 def _blobs(path: Path, n: int, shift: float, seed: int) -> None:
@@ -107,6 +114,49 @@ def da_run(domains: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+def test_collapse_guard_ranks_collapsed_epochs_below_healthy_ones() -> None:
+    # epoch 3 has the lowest DEV but predicts one class (diversity 0.02): the measured
+    # failure on mnist5k -> digits, where DEV picked chance-level checkpoints
+    hist = [
+        {"epoch": 1, "val_dev_risk": 2.3, "val_target_diversity": 0.9, "acc": 0.19},
+        {"epoch": 2, "val_dev_risk": 2.0, "val_target_diversity": 0.8, "acc": 0.30},
+        {"epoch": 3, "val_dev_risk": 0.05, "val_target_diversity": 0.02, "acc": 0.10},
+    ]
+    for r in hist:
+        r["val_selection"] = guarded(r["val_dev_risk"], "min", r["val_target_diversity"] < 0.25)
+        r["val_oracle_test_accuracy"] = r.pop("acc")
+    assert min(hist, key=lambda r: r["val_selection"])["epoch"] == 2
+    assert hist[2]["val_selection"] == pytest.approx(0.05 + COLLAPSE_PENALTY)
+    assert guarded(5.0, "max", True) == 5.0 - COLLAPSE_PENALTY
+    assert guarded(5.0, "max", False) == 5.0
+    assert selection_key("snd", 0.25) == ("val_selection", "max")
+    assert selection_key("snd", 0.0) == SELECTOR_KEYS["snd"]
+    s = oracle_summary(hist, "accuracy", "val_dev_risk", "min", 2, collapse_guard=0.25)
+    assert s["selected_collapsed"] is False and s["selected_diversity"] == 0.8
+    assert s["epochs"][2]["target_diversity"] == 0.02
+    # all collapsed: the raw criterion decides among them
+    both = [guarded(v, "min", True) for v in (0.3, 0.1)]
+    assert both.index(min(both)) == 1
+    s = oracle_summary(hist, "accuracy", "val_dev_risk", "min", 3, collapse_guard=0.25)
+    assert s["selected_collapsed"] is True
+
+
+def test_collapse_guard_off_monitors_the_raw_criterion(
+    domains: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cfg = _cfg(
+        *domains,
+        adaptation={"collapse_guard": 0.0, "domain_gap": False},
+        baselines={"enabled": False},
+        report=False,
+    )
+    m = run(cfg, out=tmp_path / "r", quiet=True).metrics
+    lf = m["label_free_selection"]
+    epochs = lf["epochs_first_seed"]
+    assert lf["collapse_guard"] == 0.0 and lf["per_seed"][0]["collapsed"] is False
+    assert lf["per_seed"][0]["selected_epoch"] == min(epochs, key=lambda e: e["criterion"])["epoch"]
+
+
 def test_run_compares_with_source_only_and_reports_target_only(da_run: Path) -> None:
     m = json.loads((da_run / "metrics.json").read_text())
     assert m["family"] == "domain-adaptation"
@@ -121,7 +171,10 @@ def test_selected_checkpoint_is_the_criterions_best_and_oracle_bounds_it(da_run:
     assert lf["criterion"] == "dev"
     epochs = lf["epochs_first_seed"]
     assert len(epochs) == 3
-    best = min(epochs, key=lambda e: e["criterion"])  # dev: lower is better
+    guard = lf["collapse_guard"]
+    assert guard == 0.25 and all(0.0 <= e["target_diversity"] <= 1.0 for e in epochs)
+    healthy = [e for e in epochs if e["target_diversity"] >= guard] or epochs
+    best = min(healthy, key=lambda e: e["criterion"])  # dev: lower is better
     assert lf["per_seed"][0]["selected_epoch"] == best["epoch"]
     # the restored checkpoint's test accuracy is the one logged at that epoch
     assert m["target"]["accuracy"] == pytest.approx(best["test"])

@@ -44,11 +44,16 @@ def test_domain_adaptation_is_scored_by_its_label_free_selector(
     domains: tuple[Path, Path], selector: str, key: str, direction: str
 ) -> None:
     src, tgt = domains
-    cfg = tiny_config(tgt, method={"name": "dann", "params": {}}, adaptation={"selector": selector})
+    adapt = {"selector": selector, "collapse_guard": 0.0}
+    cfg = tiny_config(tgt, method={"name": "dann", "params": {}}, adaptation=adapt)
     cfg["data"]["source"] = str(src)
     spec = _spec(cfg)
     assert (spec.key, spec.direction, spec.label_free) == (key, direction, True)
     assert "label-free" in spec.describe()
+    # with the collapse guard on (the default) the guarded value is optimised instead
+    del cfg["adaptation"]["collapse_guard"]
+    spec = _spec(cfg)
+    assert (spec.key, spec.direction, spec.label_free) == ("val_selection", direction, True)
 
 
 def test_closed_form_adaptation_has_no_curve_to_sweep(domains: tuple[Path, Path]) -> None:
@@ -113,6 +118,8 @@ def test_da_value_reads_the_selector_never_the_oracle(
         {"val_dev_risk": 0.30, "val_oracle_test_accuracy": 0.55, "val_accuracy": 0.5},
         {"val_dev_risk": 0.35, "val_oracle_test_accuracy": 0.99, "val_accuracy": 0.99},
     ]
+    for r in rows:  # the collapse guard's value: equal to DEV when nothing collapsed
+        r["val_selection"] = r["val_dev_risk"]
     d = _run_dir(tmp_path / "da", cfg, [{"best_epoch": 2}], {0: rows})
     assert trial_value(d, objective_spec(load_config(cfg))) == pytest.approx(0.30)
 

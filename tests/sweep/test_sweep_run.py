@@ -66,16 +66,20 @@ def test_domain_adaptation_sweeps_on_the_label_free_selector(
     cfg["data"]["source"] = str(src)
     res = run_sweep(cfg, LR, trials=1, out=tmp_path, enqueue=[{"train.lr": 0.01}])
     objective = res.summary["objective"]
-    assert objective["key"] == "val_dev_risk" and objective["direction"] == "minimize"
+    # DEV with the collapse guard: equal to DEV at every epoch that did not collapse
+    assert objective["key"] == "val_selection" and objective["direction"] == "minimize"
     assert objective["label_free"] is True
     (trial,) = res.trials
     run_dir = Path(trial["run_dir"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     best_epoch = metrics["selection"][0]["best_epoch"]
-    rows = {r["epoch"]: r for r in _log_rows(run_dir, "val_dev_risk")}
-    assert trial["value"] == pytest.approx(rows[best_epoch]["val_dev_risk"])
-    assert trial["value"] == min(r["val_dev_risk"] for r in rows.values())
-    assert trial["validation_curve"] == {str(e): r["val_dev_risk"] for e, r in rows.items()}
+    rows = {r["epoch"]: r for r in _log_rows(run_dir, "val_selection")}
+    for r in rows.values():
+        collapsed = r["val_target_diversity"] < 0.25
+        assert (r["val_selection"] == r["val_dev_risk"]) is not collapsed
+    assert trial["value"] == pytest.approx(rows[best_epoch]["val_selection"])
+    assert trial["value"] == min(r["val_selection"] for r in rows.values())
+    assert trial["validation_curve"] == {str(e): r["val_selection"] for e, r in rows.items()}
     oracle = {r["val_oracle_test_accuracy"] for r in rows.values()}
     assert trial["value"] not in oracle
 

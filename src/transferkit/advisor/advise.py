@@ -164,14 +164,15 @@ def measure(
     batch_size: int = 64,
     cache_dir: str | Path | None = None,
     say: Callable[[str], None] = lambda _m: None,
+    backbone_options: dict[str, Any] | None = None,
 ) -> Measured:
     """Steps 1-4 of the module docstring."""
     t0 = time.perf_counter()
     splits = load_splits(target, seed=seed, label_budget=label_budget)
     train = labelled(splits.train, "target")
     src = load_source(source, train, seed)
-    backbone, cand = build_candidate(model, train, seed=seed)
-    options = infer_backbone_options(cand.spec, train)
+    backbone, cand = build_candidate(model, train, seed=seed, options=backbone_options)
+    options = {**infer_backbone_options(cand.spec, train), **(backbone_options or {})}
     tr, va = capped(train, max_examples, seed), capped(splits.val, max_examples, seed + 1)
     say(f"extracting {cand.label} features of {len(tr)} target examples, probing layers")
     final, probe = final_and_probe(
@@ -258,6 +259,7 @@ def advise(
     batch_size: int = 64,
     cache_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    backbone_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure ``model`` on ``target`` (and ``source``), decide, write the advice; return it.
 
@@ -271,6 +273,9 @@ def advise(
         out: folder for advice.json, recommended.yaml, runner_up.yaml, probe.json/png.
         n_controls: random-init copies of the architecture scored as negative controls.
         epochs, seeds: training length and seeds written into the configs.
+        backbone_options: keyword options for the backbone (``max_length``,
+            ``input_size``, or ``backbone_spec`` for a ``file:`` checkpoint that does not
+            record its architecture); written into the configs too.
 
     Raises:
         ConfigError: a model that cannot read the data, bad settings.
@@ -289,6 +294,7 @@ def advise(
         batch_size=batch_size,
         cache_dir=cache_dir,
         say=log or (lambda _m: None),
+        backbone_options=backbone_options,
     )
     decision = decide(make_evidence(m.summary, m.tx, count_params(m.backbone), m.probe, m.gap))
     outp = Path(out)

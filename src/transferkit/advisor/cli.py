@@ -144,6 +144,30 @@ def _print_advice(a: dict[str, Any], out: Path) -> None:
     console.print(f"[dim]{a['baselines']}.[/dim]", soft_wrap=True)
 
 
+def backbone_options(items: list[str]) -> dict[str, Any] | None:
+    """``["input_size=16", "backbone_spec=tk:smallcnn"]`` -> a flat options mapping."""
+    from transferkit.errors import ConfigError
+    from transferkit.experiment.config import apply_overrides
+
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(
+                f"backbone option {item!r} is not key=value",
+                where="--backbone-option",
+                fix="write it as key=value, e.g. -O input_size=16",
+            )
+    opts: dict[str, Any] = {}
+    apply_overrides(opts, items)
+    nested = [k for k, v in opts.items() if isinstance(v, dict)]
+    if nested:
+        raise ConfigError(
+            f"backbone option {nested[0]!r} has a dotted key",
+            where="--backbone-option",
+            fix="write flat key=value pairs, e.g. -O input_size=16",
+        )
+    return opts or None
+
+
 def advise_command(
     model: Annotated[str, typer.Option("--model", "-m", help="backbone spec")],
     target: Annotated[str, typer.Option("--target", "-t", help="target dataset name or path")],
@@ -161,6 +185,15 @@ def advise_command(
         "0,1,2"
     ),
     seed: Annotated[int, typer.Option(help="split and measurement seed")] = 0,
+    backbone_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backbone-option",
+            "-O",
+            help="backbone option key=value (YAML value), e.g. input_size=16 or "
+            "backbone_spec=tk:smallcnn for a file: checkpoint; repeatable",
+        ),
+    ] = None,
     run: Annotated[
         bool, typer.Option("--run", help="run both configs and check the advice")
     ] = False,
@@ -192,6 +225,7 @@ def advise_command(
         epochs=epochs,
         seeds=parse_seeds(seeds),
         log=say,
+        backbone_options=backbone_options(backbone_option or []),
     )
     _print_advice(a, out)
     if not run:

@@ -148,6 +148,8 @@ def why_logme(e: Evidence) -> str:
         verdict = "not better than random"
     elif clearly_better(e):
         verdict = "clearly better than random"
+    elif logme_unreliable(e):
+        verdict = "not clearly better than random"
     text = (
         f"LogME of the pretrained features is {e.logme_pretrained:.3f} vs "
         f"{e.logme_random:.3f} for random-init copies (gap {e.logme_gap:+.3f} nats/example, "

@@ -71,9 +71,16 @@ def classification_details(
     cm = confusion_matrix(y, pred, labels=labels)
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     per_class = {
-        str(c): {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                 "support": int(s[i])}
+        str(c): {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+        }
         for i, c in enumerate(classes)
     }
-    return {"classes": [str(c) for c in classes], "confusion_matrix": cm.tolist(),
-            "per_class": per_class}
+    return {
+        "classes": [str(c) for c in classes],
+        "confusion_matrix": cm.tolist(),
+        "per_class": per_class,
+    }

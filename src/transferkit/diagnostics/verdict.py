@@ -104,8 +104,12 @@ def transfer_gain(
     else:
         r = runs[0]
         delta, lo, hi = paired_bootstrap(
-            r["y"], _hard(r["transfer"], task), _hard(r["baseline"], task), metric,
-            n_boot=n_boot, confidence=confidence,
+            r["y"],
+            _hard(r["transfer"], task),
+            _hard(r["baseline"], task),
+            metric,
+            n_boot=n_boot,
+            confidence=confidence,
         )
         how = f"paired bootstrap over {len(r['y'])} test examples ({n_boot} resamples)"
     return {

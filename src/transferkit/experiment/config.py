@@ -268,6 +268,13 @@ class AdaptationConfig(_Strict):
     selection_examples: int = Field(
         500, ge=20, description="examples per domain the selectors read at every epoch"
     )
+    collapse_guard: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="a checkpoint whose target predicted-class histogram has normalised "
+        "entropy below this is collapsed and ranks below every other one (0: off)",
+    )
     domain_gap: bool = Field(True, description="proxy A-distance, MMD and 2-D plots")
     gap_examples: int = Field(1000, ge=20, description="examples per domain for the gap")
 

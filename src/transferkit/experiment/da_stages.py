@@ -38,6 +38,7 @@ from transferkit.experiment.label_free import (
     LabelFreeValidator,
     features_and_logits,
     oracle_summary,
+    selection_key,
 )
 from transferkit.experiment.subsets import random_subset
 from transferkit.methods import Method
@@ -81,7 +82,7 @@ def domain_gap_stage(method: Method, ctx: stages.StageContext, when: str) -> dic
 def _paired_trainer(ctx: stages.StageContext, stage: str, method: Method) -> Trainer:
     assert ctx.source is not None
     cfg, prepare = ctx.cfg, method.backbone.prepare
-    key, mode = SELECTOR_KEYS[cfg.adaptation.selector]
+    key, mode = selection_key(cfg.adaptation.selector, cfg.adaptation.collapse_guard)
     tc = stages.train_config(cfg, ctx.seed, "classification", None)
     tc = dataclasses.replace(tc, monitor=key, mode=mode)
     validator = LabelFreeValidator(
@@ -91,6 +92,8 @@ def _paired_trainer(ctx: stages.StageContext, stage: str, method: Method) -> Tra
         batch_size=cfg.train.eval_batch_size,
         n=cfg.adaptation.selection_examples,
         seed=ctx.seed,
+        selector=cfg.adaptation.selector,
+        collapse_guard=cfg.adaptation.collapse_guard,
     )
     paired = PairedDataset(ctx.source.train, adaptation_pool(ctx.splits), seed=ctx.seed)
     return Trainer(
@@ -126,7 +129,14 @@ def run_adapted_stage(ctx: stages.StageContext, stage: str) -> dict[str, Any]:
             "stopped": str(result.stopped_reason),
             "best_epoch": result.best_epoch,
             "selector": cfg.adaptation.selector,
-            "oracle": oracle_summary(result.history, "accuracy", key, mode, result.best_epoch),
+            "oracle": oracle_summary(
+                result.history,
+                "accuracy",
+                key,
+                mode,
+                result.best_epoch,
+                collapse_guard=cfg.adaptation.collapse_guard,
+            ),
         }
         rec = stages.make_record(outputs, ctx.splits, t0, **extra)
     if first:

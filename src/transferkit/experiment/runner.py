@@ -245,6 +245,7 @@ def _label_free_summary(
     orc = [float(p["oracle_test"]) for p in per]
     return {
         "criterion": cfg.adaptation.selector,
+        "collapse_guard": cfg.adaptation.collapse_guard,
         "metric": "accuracy",
         "selected": float(np.mean(sel)),
         "oracle": float(np.mean(orc)),
@@ -257,6 +258,8 @@ def _label_free_summary(
                 "selected_epoch": p.get("selected_epoch"),
                 "oracle_epoch": p.get("oracle_epoch"),
                 "criterion": p.get("selected_criterion"),
+                "diversity": p.get("selected_diversity"),
+                "collapsed": p.get("selected_collapsed"),
             }
             for s, a, o, p in zip(cfg.seeds, sel, orc, per, strict=True)
         ],

@@ -110,8 +110,13 @@ def tasks_section(run: RunData) -> str:
     figs = []
     losses = _series(run, "loss_")
     if losses:
-        figs.append(h.figure(_plot(losses, "loss", "per-task training loss"), "task losses",
-                             "each task's training loss (first seed)"))
+        figs.append(
+            h.figure(
+                _plot(losses, "loss", "per-task training loss"),
+                "task losses",
+                "each task's training loss (first seed)",
+            )
+        )
     weights, cos = _series(run, "weight_"), _series(run, "gradcos_")
     if weights:
         figs.append(

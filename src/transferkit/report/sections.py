@@ -143,10 +143,12 @@ def metrics_table(run: RunData) -> str:
         h.table(header, rows, classes, tid="metrics-table"),
         h.note(
             "Means over seeds. Bold: best value in each column. "
-            + ("Domain adaptation: the verdict compares with the source-only model; "
-               "target_only uses target labels and is a reference only."
-               if "source_only" in baselines else
-               "Baselines are trained on the target data alone.")
+            + (
+                "Domain adaptation: the verdict compares with the source-only model; "
+                "target_only uses target labels and is a reference only."
+                if "source_only" in baselines
+                else "Baselines are trained on the target data alone."
+            )
         ),
         sid="metrics",
     )

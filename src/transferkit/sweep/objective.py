@@ -35,7 +35,7 @@ from transferkit.errors import ConfigError, TrainingError
 from transferkit.experiment import resume as resume_run
 from transferkit.experiment import run as run_experiment
 from transferkit.experiment.config import ExperimentConfig, load_config
-from transferkit.experiment.label_free import SELECTOR_KEYS
+from transferkit.experiment.label_free import selection_key
 from transferkit.experiment.rundir import stage_dirname
 from transferkit.methods import METHODS
 from transferkit.sweep.pruning import TrialReporter, reporting_to
@@ -75,7 +75,7 @@ def objective_spec(cfg: ExperimentConfig) -> ObjectiveSpec:
                 where="method.name",
                 fix="sweep a gradient-trained adaptation method (dann, cdan, mdd, ...)",
             )
-        key, mode = SELECTOR_KEYS[cfg.adaptation.selector]
+        key, mode = selection_key(cfg.adaptation.selector, cfg.adaptation.collapse_guard)
         return ObjectiveSpec(key, _direction(mode), family, label_free=True)
     if family == "multi-task":
         return ObjectiveSpec("val_mean_task_score", "maximize", family)
