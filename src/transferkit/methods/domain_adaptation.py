@@ -60,12 +60,38 @@ class DAParams(MethodParams):
     )
 
 
+def _left_padded(batch: Mapping[str, Tensor]) -> bool:
+    mask = batch.get("attention_mask")
+    return mask is not None and mask.ndim == 2 and bool((mask[:, 0] == 0).any())
+
+
+def _pad_to(t: Tensor, length: int, left: bool) -> Tensor:
+    """Pad ``t`` ``[B, L, ...]`` with zeros along dim 1 to ``length`` (masked positions)."""
+    if t.ndim < 2 or t.shape[1] == length:
+        return t
+    pad = t.new_zeros((t.shape[0], length - t.shape[1], *t.shape[2:]))
+    return torch.cat([pad, t] if left else [t, pad], dim=1)
+
+
 def _concat(x_s: Any, x_t: Any) -> Any:
-    """Concatenate two input batches along dim 0 (tensors, or dicts of tensors for text)."""
+    """Concatenate two input batches along dim 0 (tensors, or dicts of tensors for text).
+
+    Tokenised text batches are padded per batch, so the source's ``[B_s, L_s]`` and the
+    target's ``[B_t, L_t]`` tensors can differ in length: the shorter ones are padded with
+    zeros (attention mask 0, so the model ignores them) on the side the tokenizer pads.
+    """
     if isinstance(x_s, Tensor) and isinstance(x_t, Tensor):
         return torch.cat([x_s, x_t])
     if isinstance(x_s, Mapping) and isinstance(x_t, Mapping) and x_s.keys() == x_t.keys():
-        return {k: torch.cat([x_s[k], x_t[k]]) for k in x_s}
+        left = _left_padded(x_s) or _left_padded(x_t)
+        out = {}
+        for k in x_s:
+            a, b = x_s[k], x_t[k]
+            if a.ndim >= 2 and b.ndim == a.ndim and a.shape[1] != b.shape[1]:
+                n = max(a.shape[1], b.shape[1])
+                a, b = _pad_to(a, n, left), _pad_to(b, n, left)
+            out[k] = torch.cat([a, b])
+        return out
     raise DataError(
         f"source and target inputs have incompatible types {type(x_s).__name__} and "
         f"{type(x_t).__name__}",
