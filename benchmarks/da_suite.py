@@ -341,6 +341,46 @@ def summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def merged_results(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` plus the rows of an earlier ``results.json`` this invocation did not redo
+    (keyed by setup, pair and method), so a partial run never drops finished results."""
+    key = lambda r: (r["setup"], r["pair"], r["method"])  # noqa: E731
+    mine = {key(r) for r in rows}
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return [r for r in old if key(r) not in mine] + rows
+
+
+def guard_table(out: Path) -> str:
+    """Each run's own epochs re-selected with and without the collapse guard.
+
+    Training does not depend on the guard (patience >= epochs here), so the two picks of a
+    seed come from the same trajectory: ``argmin val_dev_risk`` (no guard) vs ``argmin
+    val_selection`` (guard), each scored by the target test accuracy logged at that epoch.
+    """
+    lines = [
+        "| setup | pair | method | DEV, no guard | DEV + collapse guard | oracle |",
+        "|---|---|---|---|---|---|",
+    ]
+    for log in sorted(out.glob("*/*/*/log.jsonl")):
+        setup, pair, method = log.parts[-4:-1]
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for line in log.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            if r.get("type") == "epoch" and "val_selection" in r:
+                runs.setdefault(r["run"], []).append(r)
+        if not runs:
+            continue
+        acc = "val_oracle_test_accuracy"
+        plain = [min(rs, key=lambda r: r["val_dev_risk"])[acc] for rs in runs.values()]
+        guard = [min(rs, key=lambda r: r["val_selection"])[acc] for rs in runs.values()]
+        oracle = [max(r[acc] for r in rs) for rs in runs.values()]
+        lines.append(
+            f"| {setup} | {pair.replace('-', '->')} | {method} | {_ms(plain)} | {_ms(guard)} "
+            f"| {_ms(oracle)} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -357,7 +397,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--report-only", action="store_true", help="collect finished runs only; train nothing"
     )
+    p.add_argument(
+        "--guard-report",
+        type=Path,
+        default=None,
+        help="print the with/without collapse-guard table of the runs under this folder",
+    )
     a = p.parse_args(argv)
+    if a.guard_report:
+        print(guard_table(a.guard_report))
+        return 0
     rows: list[dict[str, Any]] = []
     if "text-shallow" in a.setups:
         cached = a.out / "text-shallow.json"
@@ -383,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             m = run_one(cfg, run_dir)
             if m is not None:
                 rows.append(row(name, src, tgt, label, m))
-    atomic_write_json(a.out / "results.json", rows)
+    atomic_write_json(a.out / "results.json", merged_results(a.out / "results.json", rows))
     parts = []
     for name in a.setups:
         rs = [r for r in rows if r["setup"] == name]

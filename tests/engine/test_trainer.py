@@ -367,9 +367,13 @@ def test_checkpoint_min_interval_skips_young_epoch_checkpoints(
             saved.append(Path(path).name)
 
     Trainer(
-        make_method(), make_blobs(32), collate,
+        make_method(),
+        make_blobs(32),
+        collate,
         cfg(epochs=3, save_checkpoints=True, checkpoint_min_interval_s=interval),
-        tmp_path, callbacks=[Spy()], quiet=True,
+        tmp_path,
+        callbacks=[Spy()],
+        quiet=True,
     ).fit()
     assert len(saved) == expected  # 3 epoch-end checkpoints + final, or final only
     assert saved[-1].endswith("-final")

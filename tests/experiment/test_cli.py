@@ -61,7 +61,9 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
     cfg.write_text("data: [\n")
     proc = subprocess.run(
         [sys.executable, "-m", "transferkit.cli", "--debug", "run", str(cfg)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
@@ -69,8 +71,19 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
 def test_probe_command_writes_curve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    main(["probe", "--model", "tk:smallcnn", "--data", "digits", "--max-examples", "300",
-          "--out", str(tmp_path)])
+    main(
+        [
+            "probe",
+            "--model",
+            "tk:smallcnn",
+            "--data",
+            "digits",
+            "--max-examples",
+            "300",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr().out
     assert "recommended transfer layer" in out
     res = json.loads((tmp_path / "probe.json").read_text())

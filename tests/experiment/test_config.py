@@ -22,8 +22,15 @@ def test_defaults_filled_and_round_trip(tmp_path: Path) -> None:
 
 
 def test_overrides_parse_yaml_values() -> None:
-    cfg = load_config(BASE, ["train.lr=0.05", "seeds=[3, 4]", "data.label_budget=8",
-                             "method.params.freeze=all_but_head"])
+    cfg = load_config(
+        BASE,
+        [
+            "train.lr=0.05",
+            "seeds=[3, 4]",
+            "data.label_budget=8",
+            "method.params.freeze=all_but_head",
+        ],
+    )
     assert cfg.train.lr == 0.05 and cfg.seeds == [3, 4] and cfg.data.label_budget == 8
     assert cfg.method.params == {"freeze": "all_but_head"}
 

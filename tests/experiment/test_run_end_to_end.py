@@ -115,3 +115,38 @@ def test_resume_with_a_changed_config_is_refused_before_anything_is_written(
     assert "transferkit resume" in err.value.fix
     after = {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()}
     assert after == before  # nothing overwritten, not even config.yaml
+
+
+def test_resume_accepts_settings_added_after_the_run_started(
+    finished: Path, tmp_path: Path
+) -> None:
+    """A run directory written before a setting existed still resumes (the setting takes its
+    default, with a warning); a changed value next to it is still refused."""
+    import shutil
+
+    from transferkit.experiment import resume
+
+    old = tmp_path / "old"
+    shutil.copytree(finished, old)
+    doc = yaml.safe_load((old / "config.yaml").read_text())
+    del doc["train"]["on_nonfinite"], doc["adaptation"]["collapse_guard"]
+    (old / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.warns(UserWarning, match=r"train\.on_nonfinite = 'stop'"):
+        res = resume(old, quiet=True)
+    assert res.metrics["target"] == json.loads((finished / "metrics.json").read_text())["target"]
+    changed = {**CFG, "train": {**CFG["train"], "lr": 0.02}}
+    with (
+        pytest.warns(UserWarning, match="before these settings existed"),
+        pytest.raises(CheckpointError, match=r"train\.lr: 0\.01 -> 0\.02"),
+    ):
+        run(changed, out=old, resume=True, quiet=True)
+
+
+def test_config_changes_and_additions() -> None:
+    from transferkit.experiment.rundir import config_additions, config_changes
+
+    old = "train:\n  lr: 0.1\nmethod:\n  params: {}\n"
+    new = "train:\n  lr: 0.1\n  guard: 0.5\nmethod:\n  params:\n    x: 1\n"
+    assert config_additions(old, new) == ["train.guard = 0.5"]
+    # params was an empty mapping and now holds x: a change of an existing key
+    assert config_changes(old, new) == ["method.params: {} -> None", "method.params.x: None -> 1"]

@@ -10,8 +10,13 @@ import pytest
 from transferkit.errors import ConfigError
 from transferkit.experiment import load_config, run
 
-TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.01, "mixed_precision": "no",
-         "early_stopping": {"enabled": False}}
+TRAIN = {
+    "epochs": 2,
+    "batch_size": 32,
+    "lr": 0.01,
+    "mixed_precision": "no",
+    "early_stopping": {"enabled": False},
+}
 SOURCE = {
     "name": "src",
     "data": {"target": "digits", "max_examples": 600, "max_eval_examples": 150},

@@ -65,8 +65,9 @@ def test_transfer_gain_seeds_and_single_seed() -> None:
     assert g["verdict"] == "positive" and "3 seeds" in g["method"]
     g1 = transfer_gain(runs[:1], "accuracy", "classification", n_boot=300)
     assert g1["delta"] == pytest.approx(0.4) and "bootstrap" in g1["method"]
-    neg = transfer_gain([{"y": y, "transfer": half, "baseline": perfect}] * 2, "accuracy",
-                        "classification")
+    neg = transfer_gain(
+        [{"y": y, "transfer": half, "baseline": perfect}] * 2, "accuracy", "classification"
+    )
     assert neg["verdict"] == "negative"
 
 

@@ -90,7 +90,7 @@ def prediction_diversity(probs_t: Any) -> float:
         return 1.0
     q = np.bincount(p.argmax(1), minlength=k) / len(p)
     q = q[q > 0]
-    return float(-(q * np.log(q)).sum() / np.log(k))
+    return float(max(0.0, -(q * np.log(q)).sum() / np.log(k)))
 
 
 def is_collapsed(probs_t: Any, threshold: float) -> bool:

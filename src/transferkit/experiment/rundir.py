@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +74,22 @@ def open_run_dir(path: str | Path, config_yaml: str, overwrite: bool, resume: bo
     """:func:`prepare_run_dir`, then write the resolved config as ``DIR/config.yaml``.
 
     On resume the directory's config must equal ``config_yaml``: a changed config is refused
-    before anything is written (finished stages were trained with the old one).
+    before anything is written (finished stages were trained with the old one). Keys the
+    stored config lacks are settings added to transferkit after the run started; they take
+    their defaults and are reported as a warning, not refused (else no run could be
+    resumed across an upgrade that adds a setting).
     """
     d = prepare_run_dir(path, overwrite=overwrite, resume=resume)
     if resume:
-        changed = config_changes((d / "config.yaml").read_text(encoding="utf-8"), config_yaml)
+        old = (d / "config.yaml").read_text(encoding="utf-8")
+        changed = config_changes(old, config_yaml)
+        added = config_additions(old, config_yaml)
+        if added:
+            warnings.warn(
+                f"{d}: resuming a run started before these settings existed; they take "
+                f"their defaults: {', '.join(added[:8])}",
+                stacklevel=2,
+            )
         if changed:
             raise CheckpointError(
                 "the config differs from the one this run was started with: "
@@ -92,8 +104,8 @@ def open_run_dir(path: str | Path, config_yaml: str, overwrite: bool, resume: bo
     return d
 
 
-def config_changes(old_yaml: str, new_yaml: str) -> list[str]:
-    """Dotted keys whose values differ between two resolved configs, ``key: old -> new``."""
+def _flat_config(text: str) -> dict[str, Any]:
+    """A resolved config YAML as ``{dotted.key: leaf value}``."""
     import yaml
 
     def flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -104,12 +116,33 @@ def config_changes(old_yaml: str, new_yaml: str) -> list[str]:
             return out
         return {prefix.rstrip("."): node}
 
-    a, b = flat(yaml.safe_load(old_yaml) or {}), flat(yaml.safe_load(new_yaml) or {})
+    return flat(yaml.safe_load(text) or {})
+
+
+def _added(a: dict[str, Any], k: str) -> bool:
+    """``k`` is absent from ``a`` and so is every parent key: a setting added later."""
+    parts = k.split(".")
+    return not any(".".join(parts[:i]) in a for i in range(1, len(parts) + 1))
+
+
+def config_changes(old_yaml: str, new_yaml: str) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, ``key: old -> new``.
+
+    Keys missing from ``old_yaml`` (and all its parents) are settings added since: they are
+    listed by :func:`config_additions`, not here.
+    """
+    a, b = _flat_config(old_yaml), _flat_config(new_yaml)
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
         for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k)
+        if a.get(k) != b.get(k) and not (k in b and _added(a, k))
     ]
+
+
+def config_additions(old_yaml: str, new_yaml: str) -> list[str]:
+    """Keys of ``new_yaml`` that ``old_yaml`` lacks entirely, ``key = value``."""
+    a, b = _flat_config(old_yaml), _flat_config(new_yaml)
+    return [f"{k} = {b[k]!r}" for k in sorted(b) if _added(a, k)]
 
 
 def stage_dirname(stage: str) -> str:
