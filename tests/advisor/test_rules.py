@@ -70,7 +70,8 @@ def test_domain_adaptation_rule_and_family_choice() -> None:
     assert any("proxy A-distance 1.00 >= 1.0" in r for r in d.reasons)
     binary = R.rule_domain_adaptation(replace(e, num_classes=2))
     assert binary is not None
-    assert (binary.recommended.method, binary.runner_up.method) == ("dann", "mcc")
+    # two classes too: the DA suite measured MCC above DANN on 11 of 12 binary pairs
+    assert (binary.recommended.method, binary.runner_up.method) == ("mcc", "dann")
     assert R.rule_domain_adaptation(replace(e, pad=0.99)) is None
     assert R.rule_domain_adaptation(replace(e, labels_per_class_median=51)) is None
     assert R.rule_domain_adaptation(replace(e, has_source=False)) is None
