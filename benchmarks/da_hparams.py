@@ -108,7 +108,7 @@ def write_section(doc: Path, text: str) -> None:
     old = doc.read_text(encoding="utf-8") if doc.is_file() else ""
     if BEGIN in old and END in old:
         head, rest = old.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1].lstrip("\n")
+        new = head + block + "\n" + rest.split(END, 1)[1].lstrip("\n")
     else:
         new = (old + "\n" if old else "") + block
     atomic_write_text(doc, new)
