@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import transferkit
+from transferkit.utils.io import atomic_write_text
 
 
 def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -27,3 +28,18 @@ def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     acc = res.metrics["target"]["accuracy"]
     print(f"  {cfg['name']}: acc {acc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return res.metrics
+
+
+def write_section(doc: Path, text: str, name: str) -> None:
+    """Put ``text`` between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``doc``
+    (replacing what was there; appended, markers included, when the page has none)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    old = doc.read_text(encoding="utf-8") if doc.is_file() else ""
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        new = head + block + ("\n" + tail if tail else "")
+    else:
+        new = (old + "\n" if old else "") + block
+    atomic_write_text(doc, new)

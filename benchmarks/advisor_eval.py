@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from _runs import run_one
+from _runs import run_one, write_section
 from transferkit.advisor.advise import advise
 from transferkit.experiment.config import apply_overrides, read_yaml
-from transferkit.utils.io import atomic_write_json, atomic_write_text
+from transferkit.utils.io import atomic_write_json
 
 DOMAINS = ("tweets", "movies", "amazon", "nyt")
 MINILM = "packaged:minilm-l6"
@@ -446,23 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "## Every cell\n\n" + table(results) + "\n\n## Tally\n\n" + tally(results) + "\n"
     print(text)
     if a.doc:
-        write_section(a.doc, text)
+        write_section(a.doc, text, "advisor-eval")
     return 0
-
-
-BEGIN, END = "<!-- advisor-eval:begin -->", "<!-- advisor-eval:end -->"
-
-
-def write_section(doc: Path, text: str) -> None:
-    """Replace the generated section between BEGIN and END (or write a new page)."""
-    block = f"{BEGIN}\n{text}{END}\n"
-    old = doc.read_text(encoding="utf-8") if doc.is_file() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + block + "\n" + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        new = (old + "\n" if old else "") + block
-    atomic_write_text(doc, new)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from _runs import write_section
 from da_suite import _ms, make_config, run_one, text_setup
-from transferkit.utils.io import atomic_write_json, atomic_write_text
+from transferkit.utils.io import atomic_write_json
 
 LRS = (3e-4, 1e-3, 3e-3)
 TRADE_OFFS = (0.3, 1.0, 3.0)
 #: the pairs where the suite's label-free method pick lost to source-only
 PAIRS = ("tweets->movies", "amazon->nyt", "nyt->tweets", "nyt->movies")
-BEGIN, END = "<!-- da-hparams:begin -->", "<!-- da-hparams:end -->"
 
 
 def grid_point(lr: float, trade_off: float) -> str:
@@ -103,17 +103,6 @@ def table(rows: list[dict[str, Any]], suite: Path) -> str:
     return "\n".join(lines)
 
 
-def write_section(doc: Path, text: str) -> None:
-    block = f"{BEGIN}\n{text}\n{END}\n"
-    old = doc.read_text(encoding="utf-8") if doc.is_file() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + block + "\n" + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        new = (old + "\n" if old else "") + block
-    atomic_write_text(doc, new)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", nargs="+", default=list(PAIRS))
@@ -130,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, a.suite)
     print(text)
     if a.doc:
-        write_section(a.doc, text)
+        write_section(a.doc, text, "da-hparams")
     return 0
 
 
