@@ -77,7 +77,12 @@ VERDICT_STYLE = {"positive": "bold green", "negative": "bold red", "inconclusive
 
 
 def print_verdict(metrics: dict[str, Any], run_dir: Path) -> None:
-    """The verdict line printed at the end of every run."""
+    """The verdict line printed at the end of every run (by the main process only, so a
+    run launched with torchrun or accelerate prints it once, not once per process)."""
+    from transferkit.engine.accel import is_main_process
+
+    if not is_main_process():
+        return
     tg = metrics.get("transfer_gain")
     pm = metrics.get("primary_metric", "metric")
     score = metrics.get("target", {}).get(pm)

@@ -98,3 +98,24 @@ def test_text_data_with_image_backbone_is_refused(
     cfg.write_text("data: {target: digits}\nmodel: {backbone: packaged:minilm-l6}\nseeds: [0]\n")
     code, out = _cli(["run", str(cfg), "--out", str(tmp_path / "r"), "-q"], capsys)
     assert code == 2 and "reads text inputs" in out and "backbone for image data" in out
+
+
+def test_verdict_is_printed_by_the_main_process_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun every process runs the CLI; only rank 0 prints the verdict."""
+    from transferkit import cli
+    from transferkit.engine import accel
+
+    metrics = {
+        "method": "finetune",
+        "dataset": {"name": "toy"},
+        "primary_metric": "accuracy",
+        "target": {"accuracy": 0.9},
+        "transfer_gain": None,
+    }
+    cli.print_verdict(metrics, tmp_path)
+    assert "finetune on toy: accuracy 0.9000" in capsys.readouterr().out
+    monkeypatch.setattr(accel, "is_main_process", lambda: False)
+    cli.print_verdict(metrics, tmp_path)
+    assert capsys.readouterr().out == ""
