@@ -25,9 +25,15 @@ def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         res = transferkit.run(cfg, out=run_dir, quiet=True)
-    acc = res.metrics["target"]["accuracy"]
-    print(f"  {cfg['name']}: acc {acc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return res.metrics
+    m = res.metrics
+    src = m.get("baselines", {}).get("source_only", {}).get("accuracy")
+    src_txt = "" if src is None else f" src-only {src:.3f}"
+    print(
+        f"  {cfg['name']}: acc {m['target']['accuracy']:.3f}{src_txt} "
+        f"({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
+    return m
 
 
 def write_section(doc: Path, text: str, name: str) -> None:

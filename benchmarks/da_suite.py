@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-import transferkit
+import _runs
 from transferkit.methods import METHODS
 from transferkit.utils.io import atomic_write_json, atomic_write_text
 
@@ -235,29 +234,12 @@ def make_config(
 
 
 def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
-    """Run (or reuse) one experiment; None (with the error printed) if it fails."""
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        return json.loads(metrics.read_text(encoding="utf-8"))
-    t0 = time.perf_counter()
+    """:func:`_runs.run_one`, but a failure is printed and gives None (the suite goes on)."""
     try:
-        if (run_dir / "config.yaml").is_file():  # interrupted: keep its finished trainings
-            res = transferkit.resume(run_dir, quiet=True)
-        else:
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            res = transferkit.run(cfg, out=run_dir, quiet=True)
+        return _runs.run_one(cfg, run_dir)
     except Exception as exc:
         print(f"  {cfg['name']}: FAILED {type(exc).__name__}: {exc}", flush=True)
         return None
-    m = res.metrics
-    print(
-        f"  {cfg['name']}: acc {m['target']['accuracy']:.3f} "
-        f"src-only {m['baselines'].get('source_only', {}).get('accuracy', float('nan')):.3f} "
-        f"({time.perf_counter() - t0:.0f} s)",
-        flush=True,
-    )
-    return m
 
 
 def row(setup: str, src: str, tgt: str, label: str, m: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from transferkit.registry import Registry
 __all__ = [
     "SELECTORS",
     "Selector",
+    "below_guard",
     "density_ratio_weights",
     "dev_risk",
     "dev_risk_from_weights",
@@ -93,9 +94,14 @@ def prediction_diversity(probs_t: Any) -> float:
     return float(max(0.0, -(q * np.log(q)).sum() / np.log(k)))
 
 
+def below_guard(diversity: float, threshold: float) -> bool:
+    """A diversity counts as collapsed: ``diversity < threshold`` (``threshold`` 0: never)."""
+    return bool(threshold > 0 and diversity < threshold)
+
+
 def is_collapsed(probs_t: Any, threshold: float) -> bool:
-    """``prediction_diversity(probs_t) < threshold`` (``threshold`` 0 never collapses)."""
-    return threshold > 0 and prediction_diversity(probs_t) < threshold
+    """``below_guard(prediction_diversity(probs_t), threshold)``."""
+    return below_guard(prediction_diversity(probs_t), threshold)
 
 
 def snd_score(

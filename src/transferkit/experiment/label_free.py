@@ -36,6 +36,7 @@ from transferkit.data.loaders import ExampleDataset, collate_with
 from transferkit.data.types import Dataset, Splits
 from transferkit.diagnostics.metrics import compute_metrics
 from transferkit.diagnostics.selection import (
+    below_guard,
     dev_risk,
     prediction_diversity,
     prediction_entropy,
@@ -164,7 +165,7 @@ class LabelFreeValidator:
         }
         if self.collapse_guard > 0:
             key, mode = SELECTOR_KEYS[self.selector]
-            collapsed = out["val_target_diversity"] < self.collapse_guard
+            collapsed = below_guard(out["val_target_diversity"], self.collapse_guard)
             out["val_selection"] = guarded(out[key], mode, collapsed)
         if self.tgt_val.y is not None:
             out["val_oracle_target_val_accuracy"] = float(
@@ -202,7 +203,7 @@ def oracle_summary(
     return {
         "selected_criterion": float(chosen[0][selector_key]),
         "selected_diversity": None if div is None else float(div),
-        "selected_collapsed": bool(collapse_guard > 0 and div is not None and div < collapse_guard),
+        "selected_collapsed": div is not None and below_guard(div, collapse_guard),
         "collapse_guard": collapse_guard,
         "criterion_key": selector_key,
         "criterion_mode": mode,
