@@ -238,13 +238,15 @@ def da_cells(da_root: Path, rows: dict[tuple[str, str, int], list[float]]) -> li
 # --------------------------------------------------------------------------- evaluation
 
 
+def strategy_key(rec: dict[str, Any]) -> str:
+    """An advice strategy record as a measured key (``domain_adaptation:<method>`` for DA)."""
+    if rec["strategy"] == "domain_adaptation":
+        return f"domain_adaptation:{rec['method']}"
+    return str(rec["strategy"])
+
+
 def rec_key(advice: dict[str, Any]) -> str:
-    r = advice["recommended"]
-    return (
-        f"domain_adaptation:{r['method']}"
-        if r["strategy"] == "domain_adaptation"
-        else r["strategy"]
-    )
+    return strategy_key(advice["recommended"])
 
 
 def _sd(v: list[float]) -> float:
@@ -254,12 +256,7 @@ def _sd(v: list[float]) -> float:
 def judge(c: Cell, advice: dict[str, Any]) -> dict[str, Any]:
     """Hit / within one sd / miss of the recommendation among the measured strategies."""
     key = rec_key(advice)
-    alt = advice["runner_up"]
-    alt_key = (
-        f"domain_adaptation:{alt['method']}"
-        if alt["strategy"] == "domain_adaptation"
-        else alt["strategy"]
-    )
+    alt_key = strategy_key(advice["runner_up"])
     means = {k: float(np.mean(v)) for k, v in c.measured.items()}
     out: dict[str, Any] = {
         "cell": c.key,
